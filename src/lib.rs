@@ -1,0 +1,34 @@
+//! origin-watch: probe source images at their origin, purge Vercel's image
+//! cache for the ones that are gone, and log every decision.
+//!
+//! Data flows one way, and the modules are listed in that order:
+//!
+//! - [`cli`]: the command line (clap derive); [`app`] wires the commands.
+//! - [`config`]: `watch.yaml`, parsed raw and then checked into a [`config::Config`].
+//! - [`schedule`]: cron expressions; [`sidecar`] fires passes on them for `run`.
+//! - [`probe`]: HTTP probes of origin URLs into [`probe::Observation`]s; decides nothing.
+//! - [`policy`]: pure decisions from an observation and the previous state.
+//! - [`guard`]: pure blast-radius checks over a whole pass.
+//! - [`vercel`]: the purge API client (batches of at most 8, retries, error mapping).
+//! - [`state`]: the versioned state file, atomic saves and the single-writer lock.
+//! - [`pass`]: one pass over one or more watches: probe, decide, guard, purge, save, report.
+//! - [`report`]: decision records as JSON Lines and the human summary.
+//! - [`metrics`]: Prometheus metrics and `/healthz` for `run --listen`.
+//! - [`exit`]: the exit codes.
+//! - [`testkit`]: loopback fakes (an origin and the Vercel API) for tests, examples and the demo.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod guard;
+pub mod metrics;
+pub mod pass;
+pub mod policy;
+pub mod probe;
+pub mod report;
+pub mod schedule;
+pub mod sidecar;
+pub mod state;
+pub mod testkit;
+pub mod vercel;

@@ -1,0 +1,87 @@
+//! The `origin-watch` binary: parses the command line, installs logging on
+//! stderr, wires SIGINT/SIGTERM to one cancellation token, runs the command
+//! and maps its outcome to the contract's exit code.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use origin_watch::app;
+use origin_watch::cli::{Cli, LogFormat};
+use origin_watch::exit::Exit;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_tracing(cli.global.log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("origin-watch: error: cannot start the async runtime: {e}");
+            return Exit::PurgeFailed.into();
+        }
+    };
+    let exit = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(cancel.clone()));
+        match app::execute(cli.command, &cli.global, cancel).await {
+            Ok(exit) => exit,
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                tracing::error!(error = format!("{e:#}"), "origin-watch failed");
+                eprintln!("origin-watch: error: {e:#}");
+                e.downcast_ref::<app::AppError>()
+                    .map(app::AppError::exit)
+                    .unwrap_or(Exit::PurgeFailed)
+            }
+        }
+    });
+    // Passes may leave idle connections behind; do not wait for them.
+    runtime.shutdown_background();
+    exit.into()
+}
+
+fn install_tracing(format: Option<LogFormat>) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Pretty
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    token.cancel();
+}

@@ -1,0 +1,346 @@
+//! What `run --listen ADDR` serves: `GET /healthz` (liveness of the
+//! scheduler loop, never of the origin or Vercel, with a small JSON body per
+//! watch) and `GET /metrics` (Prometheus text from the prometheus-client
+//! crate). [`Metrics`] is fed by the pass through [`PassObserver`].
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, SecondsFormat, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::Exit;
+use crate::guard::Guard;
+use crate::pass::PassObserver;
+use crate::policy::Decision;
+use crate::probe::Observation;
+use crate::report::WatchSummary;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchVerdict {
+    watch: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchDecision {
+    watch: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectOutcome {
+    project: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchGuard {
+    watch: String,
+    guard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabel {
+    watch: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The Prometheus metrics of a sidecar.
+pub struct Metrics {
+    registry: Registry,
+    probes: Family<WatchVerdict, Counter>,
+    decisions: Family<WatchDecision, Counter>,
+    purge_calls: Family<ProjectOutcome, Counter>,
+    guard_trips: Family<WatchGuard, Counter>,
+    last_pass: Family<WatchLabel, FloatGauge>,
+    pass_duration: Family<WatchLabel, FloatGauge>,
+    sources: Family<WatchLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            probes: Family::default(),
+            decisions: Family::default(),
+            purge_calls: Family::default(),
+            guard_trips: Family::default(),
+            last_pass: Family::default(),
+            pass_duration: Family::default(),
+            sources: Family::default(),
+            registry: Registry::default(),
+        };
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            "origin_watch_probes",
+            "Probe URLs probed, by verdict",
+            m.probes.clone(),
+        );
+        registry.register(
+            "origin_watch_decisions",
+            "Decisions made about sources",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "origin_watch_purge_calls",
+            "Purge batches sent to Vercel, by outcome",
+            m.purge_calls.clone(),
+        );
+        registry.register(
+            "origin_watch_guard_trips",
+            "Passes in which a guard withheld purges",
+            m.guard_trips.clone(),
+        );
+        registry.register(
+            "origin_watch_last_pass_timestamp_seconds",
+            "When the last pass of a watch ended (Unix time)",
+            m.last_pass.clone(),
+        );
+        registry.register(
+            "origin_watch_pass_duration_seconds",
+            "How long the last pass of a watch took",
+            m.pass_duration.clone(),
+        );
+        registry.register(
+            "origin_watch_sources",
+            "Sources configured in a watch",
+            m.sources.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn sources(&self, watch: &str, n: usize) {
+        self.sources
+            .get_or_create(&WatchLabel {
+                watch: watch.into(),
+            })
+            .set(n as i64);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl PassObserver for Metrics {
+    fn probed(&self, watch: &str, obs: &Observation) {
+        self.probes
+            .get_or_create(&WatchVerdict {
+                watch: watch.into(),
+                verdict: obs.verdict.as_str().into(),
+            })
+            .inc();
+    }
+
+    fn decided(&self, watch: &str, decision: Decision) {
+        self.decisions
+            .get_or_create(&WatchDecision {
+                watch: watch.into(),
+                decision: decision.as_str().into(),
+            })
+            .inc();
+    }
+
+    fn guard_tripped(&self, watch: &str, guard: Guard) {
+        self.guard_trips
+            .get_or_create(&WatchGuard {
+                watch: watch.into(),
+                guard: guard.as_str().into(),
+            })
+            .inc();
+    }
+
+    fn purge_call(&self, project: &str, ok: bool, _calls: u32) {
+        self.purge_calls
+            .get_or_create(&ProjectOutcome {
+                project: project.into(),
+                outcome: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+    }
+
+    fn pass_done(&self, s: &WatchSummary) {
+        let w = WatchLabel {
+            watch: s.watch.clone(),
+        };
+        self.last_pass
+            .get_or_create(&w)
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        self.pass_duration
+            .get_or_create(&w)
+            .set(s.duration.as_secs_f64());
+    }
+}
+
+/// What `/healthz` reports: the loop is alive, and per watch its last pass
+/// and next fire.
+#[derive(Default)]
+pub struct Health {
+    alive: AtomicBool,
+    watches: Mutex<BTreeMap<String, WatchHealth>>,
+}
+
+#[derive(Clone, Default, Serialize)]
+pub struct WatchHealth {
+    pub last_pass: Option<String>,
+    pub outcome: Option<&'static str>,
+    pub next_fire: Option<String>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl Health {
+    pub fn set_alive(&self, alive: bool) {
+        self.alive.store(alive, Ordering::SeqCst);
+    }
+
+    pub fn next_fire(&self, watch: &str, at: DateTime<Utc>) {
+        let mut w = self.watches.lock().expect("health lock");
+        w.entry(watch.to_owned()).or_default().next_fire = Some(rfc3339(at));
+    }
+
+    pub fn pass_done(&self, watch: &str, exit: Exit) {
+        let outcome = match exit {
+            Exit::Ok => "ok",
+            Exit::PurgeFailed => "purge_failed",
+            Exit::Withheld => "withheld",
+            Exit::Usage => "error",
+        };
+        let mut w = self.watches.lock().expect("health lock");
+        let e = w.entry(watch.to_owned()).or_default();
+        e.last_pass = Some(rfc3339(Utc::now()));
+        e.outcome = Some(outcome);
+    }
+
+    /// Forgets watches that a reload removed.
+    pub fn retain(&self, names: &[String]) {
+        self.watches
+            .lock()
+            .expect("health lock")
+            .retain(|k, _| names.contains(k));
+    }
+
+    pub fn snapshot(&self) -> (bool, BTreeMap<String, WatchHealth>) {
+        (
+            self.alive.load(Ordering::SeqCst),
+            self.watches.lock().expect("health lock").clone(),
+        )
+    }
+}
+
+#[derive(Clone)]
+struct Served {
+    metrics: std::sync::Arc<Metrics>,
+    health: std::sync::Arc<Health>,
+}
+
+/// Serves `/healthz` and `/metrics` until `stop` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    health: std::sync::Arc<Health>,
+    stop: CancellationToken,
+) {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Served { metrics, health });
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the /healthz and /metrics server stopped");
+    }
+}
+
+async fn healthz(State(s): State<Served>) -> Response {
+    let (alive, watches) = s.health.snapshot();
+    #[derive(Serialize)]
+    struct Body {
+        status: &'static str,
+        watches: BTreeMap<String, WatchHealth>,
+    }
+    let status = if alive {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Body {
+        status: if alive { "ok" } else { "starting" },
+        watches,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_text(State(s): State<Served>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::Verdict;
+    use std::time::Duration;
+
+    #[test]
+    fn counters_are_exposed_with_their_labels() {
+        let m = Metrics::new();
+        let obs = Observation {
+            status: Some(404),
+            verdict: Verdict::Gone,
+            error: None,
+            note: None,
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        };
+        m.probed("site", &obs);
+        m.decided("site", Decision::Purge);
+        m.decided("site", Decision::Purge);
+        m.purge_call("my-app", true, 1);
+        m.guard_tripped("site", Guard::Canary);
+        m.sources("site", 12);
+        let text = m.encode();
+        for line in [
+            r#"origin_watch_probes_total{watch="site",verdict="gone"} 1"#,
+            r#"origin_watch_decisions_total{watch="site",decision="purge"} 2"#,
+            r#"origin_watch_purge_calls_total{project="my-app",outcome="ok"} 1"#,
+            r#"origin_watch_guard_trips_total{watch="site",guard="canary"} 1"#,
+            r#"origin_watch_sources{watch="site"} 12"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! One pass over one or more watches: probe every probe URL (bounded),
+//! judge every source, apply the guards per watch, purge what is due in
+//! batches per (project, team, slug), save the state, report every decision.
+//!
+//! Decisions that need no API call are reported as their probe completes, so
+//! a pass over a million sources holds only the sources due for purge.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ProbeTarget, Watch};
+use crate::exit::Exit;
+use crate::guard::{self, Canary, Guard, GuardInput};
+use crate::policy::{self, Decision, Step};
+use crate::probe::{Observation, ProbeRules, Prober, Verdict};
+use crate::report::{Record, Reporter, WatchSummary, now_rfc3339};
+use crate::state::{StateError, StateStore, WatchState};
+use crate::vercel::{PurgeTarget, VercelClient};
+
+/// What a pass needs from the outside world.
+pub struct PassContext {
+    pub prober: Arc<Prober>,
+    /// `None` in a dry run: nothing is sent to Vercel.
+    pub vercel: Option<Arc<VercelClient>>,
+    pub state: Arc<StateStore>,
+    pub reporter: Arc<Reporter>,
+    /// Told about every probe, decision, guard trip and purge call.
+    pub observer: Option<Arc<dyn PassObserver>>,
+}
+
+impl PassContext {
+    pub fn dry_run(&self) -> bool {
+        self.vercel.is_none()
+    }
+}
+
+/// Hooks for metrics; every method has a default that does nothing.
+pub trait PassObserver: Send + Sync {
+    fn probed(&self, _watch: &str, _obs: &Observation) {}
+    fn decided(&self, _watch: &str, _decision: Decision) {}
+    fn guard_tripped(&self, _watch: &str, _guard: Guard) {}
+    fn purge_call(&self, _project: &str, _ok: bool, _calls: u32) {}
+    fn pass_done(&self, _summary: &WatchSummary) {}
+}
+
+/// What a pass did, per watch.
+#[derive(Debug, Default)]
+pub struct PassOutcome {
+    pub watches: Vec<WatchSummary>,
+}
+
+impl PassOutcome {
+    /// The exit code per the contract: 3 when a guard raised an alarm (it
+    /// wins over 1, since it asks for a person), 1 when a purge call failed.
+    pub fn exit(&self) -> Exit {
+        if self.watches.iter().any(|w| w.guard_alarm.is_some()) {
+            Exit::Withheld
+        } else if self.watches.iter().any(|w| w.count(Decision::Failed) > 0) {
+            Exit::PurgeFailed
+        } else {
+            Exit::Ok
+        }
+    }
+
+    pub fn interrupted(&self) -> bool {
+        self.watches.iter().any(|w| w.interrupted)
+    }
+
+    pub fn total(&self, d: Decision) -> usize {
+        self.watches.iter().map(|w| w.count(d)).sum()
+    }
+
+    pub fn api_calls(&self) -> u32 {
+        self.watches.iter().map(|w| w.api_calls).sum()
+    }
+}
+
+/// A source confirmed gone and not yet purged in its episode.
+struct Due {
+    src: Arc<str>,
+    probe: Arc<str>,
+    status: Option<u16>,
+    reason: String,
+    first_gone: DateTime<Utc>,
+    /// Set once the guards or the API have spoken.
+    decision: Option<(Decision, String)>,
+}
+
+/// One watch in the middle of a pass.
+struct Work {
+    watch: Arc<Watch>,
+    episodes: WatchState,
+    due: Vec<Due>,
+    canary: Canary,
+    summary: WatchSummary,
+    started: Instant,
+}
+
+/// Runs one pass over `watches`. Cancelling `cancel` stops new probes and
+/// new purge calls; a call in flight finishes and the state is still saved.
+pub async fn run_pass(
+    ctx: &PassContext,
+    watches: &[Arc<Watch>],
+    cancel: &CancellationToken,
+) -> Result<PassOutcome, StateError> {
+    let now = Utc::now();
+    let mut works: Vec<Work> =
+        futures::future::join_all(watches.iter().map(|w| observe(ctx, w.clone(), cancel, now)))
+            .await;
+
+    for work in &mut works {
+        apply_guards(ctx, work);
+    }
+    purge(ctx, &mut works, cancel, now).await;
+
+    let mut outcome = PassOutcome::default();
+    for mut work in works {
+        let w = work.watch.clone();
+        for due in std::mem::take(&mut work.due) {
+            let (decision, reason) = due.decision.expect("every due source is settled");
+            if decision == Decision::WouldPurge {
+                work.summary.would_purge.push(due.src.to_string());
+            }
+            emit(
+                ctx,
+                &mut work.summary,
+                &w,
+                &due.src,
+                &due.probe,
+                due.status,
+                Verdict::Gone,
+                decision,
+                &reason,
+                None,
+            );
+        }
+        ctx.state.put(&w.name, work.episodes);
+        work.summary.duration = work.started.elapsed();
+        if let Some(o) = &ctx.observer {
+            o.pass_done(&work.summary);
+        }
+        outcome.watches.push(work.summary);
+    }
+    ctx.reporter.flush();
+    ctx.state.save()?;
+    Ok(outcome)
+}
+
+/// Probes a watch and judges every source; reports what needs no API call.
+async fn observe(
+    ctx: &PassContext,
+    watch: Arc<Watch>,
+    cancel: &CancellationToken,
+    now: DateTime<Utc>,
+) -> Work {
+    let started = Instant::now();
+    let rules = ProbeRules::from(&watch.rules);
+    let mut summary = WatchSummary {
+        watch: watch.name.clone(),
+        project: watch.project.clone(),
+        sources: watch.sources.len(),
+        probes: watch.probes.len(),
+        dry_run: ctx.dry_run(),
+        ..WatchSummary::default()
+    };
+
+    let canary = match &watch.canary {
+        None => Canary::NotConfigured,
+        Some(url) => {
+            let obs = ctx.prober.probe(url, &rules).await;
+            let canary = if obs.verdict == Verdict::Present {
+                Canary::Present
+            } else {
+                let what = obs
+                    .error
+                    .clone()
+                    .or(obs.note.clone())
+                    .unwrap_or_else(|| format!("status {}", obs.status.unwrap_or(0)));
+                Canary::NotPresent(format!("{url}: {} ({what})", obs.verdict.as_str()))
+            };
+            tracing::info!(watch = %watch.name, probe = %url, verdict = obs.verdict.as_str(), "canary");
+            canary
+        }
+    };
+
+    let mut previous = ctx.state.take(&watch.name);
+    let mut episodes = WatchState::new();
+    let mut due = Vec::new();
+    let confirmations = watch.rules.confirmations;
+
+    {
+        // Indices, not references: a closure over `&ProbeTarget` would make
+        // the pass future not `Send` for every lifetime the sidecar needs.
+        let (prober, targets) = (&ctx.prober, &watch.probes);
+        let probes = futures::stream::iter(0..targets.len())
+            .map(|i| probe_one(prober, targets, i, &rules))
+            .buffer_unordered(watch.rules.concurrency)
+            .take_until(cancel.cancelled());
+        let mut probes = std::pin::pin!(probes);
+        while let Some((i, obs)) = probes.next().await {
+            let probe = &watch.probes[i];
+            if let Some(o) = &ctx.observer {
+                o.probed(&watch.name, &obs);
+            }
+            summary.add_verdict(obs.verdict, probe.count as usize);
+            for source in watch.sources_of(probe) {
+                let prev = previous.remove(&*source.src);
+                let j = policy::judge(&obs, prev.as_ref(), confirmations, now);
+                let first_gone = j.next.as_ref().map(|e| e.first_gone);
+                if let Some(next) = j.next {
+                    episodes.insert(source.src.to_string(), next);
+                }
+                match j.step.decision() {
+                    Some(d) => emit(
+                        ctx,
+                        &mut summary,
+                        &watch,
+                        &source.src,
+                        &probe.url,
+                        obs.status,
+                        obs.verdict,
+                        d,
+                        &j.reason,
+                        obs.error.as_deref(),
+                    ),
+                    None => {
+                        debug_assert_eq!(j.step, Step::Due);
+                        due.push(Due {
+                            src: source.src.clone(),
+                            probe: probe.url.clone(),
+                            status: obs.status,
+                            reason: j.reason,
+                            first_gone: first_gone.unwrap_or(now),
+                            decision: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    if summary.checked < watch.sources.len() {
+        // Interrupted: sources not probed keep what they had.
+        summary.interrupted = true;
+        episodes.append(&mut previous);
+    } else if !previous.is_empty() {
+        tracing::info!(watch = %watch.name, forgotten = previous.len(), "state of sources no longer configured dropped");
+    }
+
+    // Oldest gone first, so a capped pass purges the longest-gone sources.
+    due.sort_by(|a, b| {
+        a.first_gone
+            .cmp(&b.first_gone)
+            .then_with(|| a.src.cmp(&b.src))
+    });
+    Work {
+        watch,
+        episodes,
+        due,
+        canary,
+        summary,
+        started,
+    }
+}
+
+async fn probe_one(
+    prober: &Prober,
+    targets: &[ProbeTarget],
+    i: usize,
+    rules: &ProbeRules,
+) -> (usize, Observation) {
+    (i, prober.probe(&targets[i].url, rules).await)
+}
+
+/// Applies the blast-radius guards to one watch's due sources.
+fn apply_guards(ctx: &PassContext, work: &mut Work) {
+    let rules = &work.watch.rules;
+    let outcome = guard::check(&GuardInput {
+        sources: work.watch.sources.len(),
+        due: work.due.len(),
+        canary: work.canary.clone(),
+        max_purge_fraction: rules.max_purge_fraction,
+        max_purges_per_pass: rules.max_purges_per_pass,
+    });
+    if let Some((g, why)) = &outcome.tripped {
+        tracing::warn!(
+            watch = %work.watch.name,
+            guard = g.as_str(),
+            due = work.due.len(),
+            sources = work.watch.sources.len(),
+            withheld = work.due.len() - outcome.allowed,
+            reason = %why,
+            "guard withheld purges"
+        );
+        if let Some(o) = &ctx.observer {
+            o.guard_tripped(&work.watch.name, *g);
+        }
+        if g.is_alarm() {
+            work.summary.guard_alarm = Some(format!("{g}: {why}"));
+        }
+        for due in &mut work.due[outcome.allowed..] {
+            due.decision = Some((
+                Decision::Withheld,
+                format!("{}; withheld by {g}: {why}", due.reason),
+            ));
+        }
+    }
+}
+
+/// Purges every allowed due source, batched per target across watches.
+async fn purge(
+    ctx: &PassContext,
+    works: &mut [Work],
+    cancel: &CancellationToken,
+    now: DateTime<Utc>,
+) {
+    let interrupted = works.iter().any(|w| w.summary.interrupted);
+    let mut targets: BTreeMap<PurgeTarget, Vec<(usize, usize)>> = BTreeMap::new();
+    for (wi, work) in works.iter_mut().enumerate() {
+        let target = PurgeTarget {
+            project: work.watch.project.clone(),
+            team_id: work.watch.team_id.clone(),
+            slug: work.watch.slug.clone(),
+        };
+        for (di, due) in work.due.iter_mut().enumerate() {
+            if due.decision.is_some() {
+                continue;
+            }
+            if ctx.vercel.is_none() {
+                due.decision = Some((Decision::WouldPurge, due.reason.clone()));
+            } else if interrupted || cancel.is_cancelled() {
+                due.decision = Some((
+                    Decision::Withheld,
+                    format!("{}; shutting down, no new purge calls", due.reason),
+                ));
+            } else {
+                targets.entry(target.clone()).or_default().push((wi, di));
+            }
+        }
+    }
+    let Some(vercel) = &ctx.vercel else { return };
+
+    for (target, items) in targets {
+        let sources: Vec<Arc<str>> = items
+            .iter()
+            .map(|&(wi, di)| works[wi].due[di].src.clone())
+            .collect();
+        let results = vercel.purge(&target, &sources, cancel).await;
+        let mut items = items.iter();
+        for batch in results {
+            if let Some(o) = &ctx.observer {
+                o.purge_call(&target.project, batch.outcome.is_ok(), batch.calls);
+            }
+            let mut in_batch: Vec<usize> = Vec::new();
+            for _ in &batch.sources {
+                let &(wi, di) = items.next().expect("one result per source");
+                let work = &mut works[wi];
+                if !in_batch.contains(&wi) {
+                    in_batch.push(wi);
+                    work.summary.api_calls += batch.calls;
+                }
+                let due = &mut work.due[di];
+                due.decision = Some(match &batch.outcome {
+                    Ok(()) => {
+                        if let Some(ep) = work.episodes.get_mut(&*due.src) {
+                            policy::mark_purged(ep, now);
+                        }
+                        (Decision::Purge, due.reason.clone())
+                    }
+                    Err(e) => (
+                        Decision::Failed,
+                        format!("{}; purge failed: {e}", due.reason),
+                    ),
+                });
+            }
+        }
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one record's fields, passed once"
+)]
+fn emit(
+    ctx: &PassContext,
+    summary: &mut WatchSummary,
+    watch: &Watch,
+    src: &str,
+    probe: &str,
+    status: Option<u16>,
+    verdict: Verdict,
+    decision: Decision,
+    reason: &str,
+    error: Option<&str>,
+) {
+    summary.add(decision);
+    if let Some(o) = &ctx.observer {
+        o.decided(&watch.name, decision);
+    }
+    ctx.reporter.emit(&Record {
+        time: now_rfc3339(),
+        watch: &watch.name,
+        project: &watch.project,
+        src,
+        probe,
+        status,
+        verdict,
+        decision,
+        reason,
+        dry_run: ctx.dry_run(),
+        error,
+    });
+}

@@ -1,0 +1,326 @@
+//! The decision rules, as plain functions over plain data: no socket, no
+//! file, no clock (the caller passes `now`). [`judge`] takes one source's
+//! observation and its previous [`Episode`] and says what this pass means for
+//! it; the pass later turns a [`Step::Due`] into `purge`, `would_purge`,
+//! `withheld` or `failed` once the guards and the API have spoken.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::probe::{Observation, Verdict};
+
+/// What is remembered about a source that is not plainly present: its gone
+/// streak and whether it was purged in this gone episode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Episode {
+    /// Consecutive passes that found it gone (inconclusive passes neither
+    /// count nor break the streak; only `present` ends it).
+    pub gone_streak: u32,
+    pub first_gone: DateTime<Utc>,
+    pub last_gone: DateTime<Utc>,
+    pub last_status: Option<u16>,
+    /// Set only after the purge API answered 200 in this episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at: Option<DateTime<Utc>>,
+}
+
+/// The decision logged and reported for one source in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Keep,
+    Skip,
+    Pending,
+    Purge,
+    WouldPurge,
+    AlreadyPurged,
+    Withheld,
+    Failed,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 8] = [
+        Decision::Keep,
+        Decision::Skip,
+        Decision::Pending,
+        Decision::Purge,
+        Decision::WouldPurge,
+        Decision::AlreadyPurged,
+        Decision::Withheld,
+        Decision::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Keep => "keep",
+            Decision::Skip => "skip",
+            Decision::Pending => "pending",
+            Decision::Purge => "purge",
+            Decision::WouldPurge => "would_purge",
+            Decision::AlreadyPurged => "already_purged",
+            Decision::Withheld => "withheld",
+            Decision::Failed => "failed",
+        }
+    }
+}
+
+/// Where a source stands after this pass's observation, before guards and
+/// the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Keep,
+    Skip,
+    Pending,
+    AlreadyPurged,
+    /// Confirmed gone and not yet purged in this episode.
+    Due,
+}
+
+impl Step {
+    /// The final decision for every step but `Due`, which the pass settles.
+    pub fn decision(self) -> Option<Decision> {
+        match self {
+            Step::Keep => Some(Decision::Keep),
+            Step::Skip => Some(Decision::Skip),
+            Step::Pending => Some(Decision::Pending),
+            Step::AlreadyPurged => Some(Decision::AlreadyPurged),
+            Step::Due => None,
+        }
+    }
+}
+
+/// The outcome of [`judge`]: the step, the episode to remember (`None`: the
+/// source is plainly present and is forgotten), and a reason for the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub step: Step,
+    pub next: Option<Episode>,
+    pub reason: String,
+}
+
+/// Judges one source from this pass's observation and its previous episode.
+pub fn judge(
+    obs: &Observation,
+    prev: Option<&Episode>,
+    confirmations: u32,
+    now: DateTime<Utc>,
+) -> Judgement {
+    let status = obs
+        .status
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "no answer".into());
+    match obs.verdict {
+        Verdict::Present => Judgement {
+            step: Step::Keep,
+            next: None,
+            reason: match &obs.note {
+                Some(note) => format!("present ({note})"),
+                None => format!("present ({status})"),
+            },
+        },
+        Verdict::Inconclusive => {
+            let why = obs
+                .note
+                .as_deref()
+                .into_iter()
+                .chain(obs.error.as_deref())
+                .collect::<Vec<_>>()
+                .join(": ");
+            let why = if why.is_empty() {
+                format!("status {status}")
+            } else {
+                why
+            };
+            Judgement {
+                step: Step::Skip,
+                next: prev.cloned(),
+                reason: format!("inconclusive: {why}"),
+            }
+        }
+        Verdict::Gone => {
+            let next = match prev {
+                Some(p) => Episode {
+                    gone_streak: p.gone_streak.saturating_add(1),
+                    last_gone: now,
+                    last_status: obs.status,
+                    ..p.clone()
+                },
+                None => Episode {
+                    gone_streak: 1,
+                    first_gone: now,
+                    last_gone: now,
+                    last_status: obs.status,
+                    purged_at: None,
+                },
+            };
+            let (step, reason) = if let Some(at) = next.purged_at {
+                (
+                    Step::AlreadyPurged,
+                    format!(
+                        "still {status}; purged at {} in this gone episode",
+                        at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    ),
+                )
+            } else if next.gone_streak < confirmations {
+                (
+                    Step::Pending,
+                    format!(
+                        "{status} on {} of {confirmations} consecutive passes",
+                        next.gone_streak
+                    ),
+                )
+            } else {
+                (
+                    Step::Due,
+                    format!("{status} on {} consecutive passes", next.gone_streak),
+                )
+            };
+            Judgement {
+                step,
+                next: Some(next),
+                reason,
+            }
+        }
+    }
+}
+
+/// Marks an episode purged; called only after the API answered 200.
+pub fn mark_purged(episode: &mut Episode, now: DateTime<Utc>) {
+    episode.purged_at = Some(now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::time::Duration;
+
+    fn obs(verdict: Verdict, status: Option<u16>) -> Observation {
+        Observation {
+            status,
+            verdict,
+            error: status.is_none().then(|| "timeout after 10s".to_owned()),
+            note: None,
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        }
+    }
+    fn gone() -> Observation {
+        obs(Verdict::Gone, Some(404))
+    }
+    fn t(n: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + n * 600, 0).unwrap()
+    }
+
+    /// Runs a sequence of observations, purging whenever due, and returns the steps.
+    fn run(seq: &[Observation], confirmations: u32) -> Vec<Step> {
+        let mut ep: Option<Episode> = None;
+        let mut steps = Vec::new();
+        for (i, o) in seq.iter().enumerate() {
+            let j = judge(o, ep.as_ref(), confirmations, t(i as i64));
+            ep = j.next;
+            if j.step == Step::Due {
+                mark_purged(ep.as_mut().unwrap(), t(i as i64));
+            }
+            steps.push(j.step);
+        }
+        steps
+    }
+
+    #[test]
+    fn first_404_is_pending_with_default_confirmations() {
+        let j = judge(&gone(), None, 2, t(0));
+        assert_eq!(j.step, Step::Pending);
+        assert_eq!(j.reason, "404 on 1 of 2 consecutive passes");
+        assert_eq!(j.next.unwrap().gone_streak, 1);
+    }
+
+    #[test]
+    fn second_consecutive_404_purges() {
+        let first = judge(&gone(), None, 2, t(0));
+        let second = judge(&gone(), first.next.as_ref(), 2, t(1));
+        assert_eq!(second.step, Step::Due);
+        assert_eq!(second.reason, "404 on 2 consecutive passes");
+    }
+
+    #[test]
+    fn one_confirmation_purges_on_first_sight() {
+        assert_eq!(judge(&gone(), None, 1, t(0)).step, Step::Due);
+    }
+
+    #[test]
+    fn present_resets_the_streak() {
+        let p = obs(Verdict::Present, Some(200));
+        assert_eq!(
+            run(&[gone(), p.clone(), gone(), gone()], 2),
+            [Step::Pending, Step::Keep, Step::Pending, Step::Due]
+        );
+        let j = judge(
+            &p,
+            Some(&judge(&gone(), None, 2, t(0)).next.unwrap()),
+            2,
+            t(1),
+        );
+        assert_eq!(j.next, None, "a present source is forgotten");
+    }
+
+    #[test]
+    fn inconclusive_never_purges_and_holds_the_streak() {
+        let i = obs(Verdict::Inconclusive, None);
+        assert_eq!(run(&[i.clone(), i.clone(), i.clone()], 1), [Step::Skip; 3]);
+        assert_eq!(
+            run(&[gone(), i.clone(), gone()], 2),
+            [Step::Pending, Step::Skip, Step::Due]
+        );
+        let prev = judge(&gone(), None, 2, t(0)).next;
+        let j = judge(&i, prev.as_ref(), 2, t(1));
+        assert_eq!(j.next, prev, "inconclusive leaves the episode as it was");
+        assert_eq!(j.reason, "inconclusive: timeout after 10s");
+    }
+
+    #[test]
+    fn purged_once_per_episode() {
+        assert_eq!(
+            run(&[gone(), gone(), gone(), gone()], 2),
+            [
+                Step::Pending,
+                Step::Due,
+                Step::AlreadyPurged,
+                Step::AlreadyPurged
+            ]
+        );
+    }
+
+    #[test]
+    fn return_and_loss_starts_a_new_episode() {
+        let p = obs(Verdict::Present, Some(200));
+        assert_eq!(
+            run(&[gone(), p, gone()], 1),
+            [Step::Due, Step::Keep, Step::Due]
+        );
+    }
+
+    #[test]
+    fn unpurged_due_stays_due_next_pass() {
+        // Withheld or failed: the pass does not mark it purged.
+        let a = judge(&gone(), None, 1, t(0));
+        let b = judge(&gone(), a.next.as_ref(), 1, t(1));
+        assert_eq!(b.step, Step::Due);
+        assert_eq!(b.next.unwrap().first_gone, t(0));
+    }
+
+    #[test]
+    fn head_get_disagreement_reason_is_kept() {
+        let o = Observation {
+            note: Some("HEAD answered 404 but GET answered 200".into()),
+            ..obs(Verdict::Inconclusive, Some(200))
+        };
+        let j = judge(&o, None, 2, t(0));
+        assert_eq!(j.step, Step::Skip);
+        assert_eq!(
+            j.reason,
+            "inconclusive: HEAD answered 404 but GET answered 200"
+        );
+        assert_eq!(j.next, None);
+    }
+}

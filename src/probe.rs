@@ -1,0 +1,380 @@
+//! Probes an origin URL and says what it saw as an [`Observation`]. A failed
+//! probe is data, not an error. This module decides nothing about purging;
+//! it only turns HTTP answers into a [`Verdict`] by the contract's rules:
+//! `HEAD` first, `GET` with `Range: bytes=0-0` when `HEAD` is refused (405,
+//! 501) and to confirm a `gone`, redirects followed up to the watch's limit,
+//! inconclusive answers retried with backoff, and every request to one host
+//! bounded by a process-wide per-host limit that also backs off on 429.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, LOCATION, RANGE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::config::Rules;
+
+/// How long an origin's `Retry-After` may hold back probes to it.
+pub const MAX_HOST_BACKOFF: Duration = Duration::from_secs(30);
+/// How much of a `GET` body is read (so the connection can be reused) before
+/// the rest is dropped.
+const MAX_DRAIN: usize = 64 * 1024;
+
+/// What a probe concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Present,
+    Gone,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Present => "present",
+            Verdict::Gone => "gone",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// What one probe saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The HTTP status that decided the verdict; `None` when no answer came.
+    pub status: Option<u16>,
+    pub verdict: Verdict,
+    /// Why no HTTP answer came (timeout, connection, DNS, TLS).
+    pub error: Option<String>,
+    /// How the verdict was reached when the status alone does not say
+    /// (`HEAD 404 but GET 200`, `HEAD 405, GET 200`, an unfollowed redirect).
+    pub note: Option<String>,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+impl Observation {
+    fn answered(status: u16, verdict: Verdict, note: Option<String>) -> Self {
+        Observation {
+            status: Some(status),
+            verdict,
+            error: None,
+            note,
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn failed(error: String) -> Self {
+        Observation {
+            status: None,
+            verdict: Verdict::Inconclusive,
+            error: Some(error),
+            note: None,
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+/// The per-probe settings, taken from a watch's [`Rules`].
+#[derive(Debug, Clone)]
+pub struct ProbeRules {
+    pub timeout: Duration,
+    pub retries: u32,
+    pub follow_redirects: u32,
+    pub gone_statuses: Vec<u16>,
+    pub per_host_concurrency: usize,
+}
+
+impl From<&Rules> for ProbeRules {
+    fn from(r: &Rules) -> Self {
+        ProbeRules {
+            timeout: r.timeout,
+            retries: r.retries,
+            follow_redirects: r.follow_redirects,
+            gone_statuses: r.gone_statuses.clone(),
+            per_host_concurrency: r.per_host_concurrency,
+        }
+    }
+}
+
+/// One origin host: a bound on requests in flight and a backoff deadline.
+struct Host {
+    permits: Semaphore,
+    not_before: Mutex<Option<Instant>>,
+}
+
+impl Host {
+    async fn wait_backoff(&self) {
+        let until = *self.not_before.lock().expect("host lock");
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    fn back_off(&self, wait: Duration) {
+        let until = Instant::now() + wait.min(MAX_HOST_BACKOFF);
+        let mut nb = self.not_before.lock().expect("host lock");
+        if nb.is_none_or(|t| t < until) {
+            *nb = Some(until);
+        }
+    }
+}
+
+/// The final answer to one request after redirects.
+struct Answer {
+    status: u16,
+    /// A redirect that was not followed (limit reached, or no usable `Location`).
+    unfollowed_redirect: Option<String>,
+}
+
+/// Sends probes. One per process: it holds the pooled HTTP client and the
+/// per-host limits that every watch shares.
+pub struct Prober {
+    client: reqwest::Client,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    retry_base: Duration,
+}
+
+impl Prober {
+    pub fn new() -> Result<Prober, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Prober {
+            client,
+            hosts: Mutex::new(HashMap::new()),
+            retry_base: Duration::from_millis(200),
+        })
+    }
+
+    /// Shortens the wait between retries of inconclusive probes (tests).
+    pub fn with_retry_base(mut self, base: Duration) -> Self {
+        self.retry_base = base;
+        self
+    }
+
+    /// Probes `url` and returns what it saw, retrying inconclusive answers.
+    pub async fn probe(&self, url: &str, rules: &ProbeRules) -> Observation {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut obs = self.attempt(url, rules).await;
+            if obs.verdict != Verdict::Inconclusive || attempt > rules.retries {
+                obs.attempts = attempt;
+                obs.elapsed = started.elapsed();
+                return obs;
+            }
+            let exp = self.retry_base * 2u32.saturating_pow(attempt - 1);
+            let jitter = exp.mul_f64(fastrand::f64() * 0.5);
+            tokio::time::sleep((exp + jitter).min(Duration::from_secs(5))).await;
+        }
+    }
+
+    async fn attempt(&self, url: &str, rules: &ProbeRules) -> Observation {
+        let url = match Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return Observation::failed(format!("bad probe URL: {e}")),
+        };
+        let head = match self.send(Method::HEAD, url.clone(), rules).await {
+            Ok(a) => a,
+            Err(e) => return Observation::failed(e),
+        };
+        if head.status == 405 || head.status == 501 {
+            // The origin refuses HEAD: a ranged GET answers instead.
+            return match self.send(Method::GET, url, rules).await {
+                Ok(get) => {
+                    let note = format!("HEAD {}, GET {}", head.status, get.status);
+                    self.classify(&get, true, rules, Some(note))
+                }
+                Err(e) => Observation::failed(format!("HEAD {}, then GET: {e}", head.status)),
+            };
+        }
+        let first = self.classify(&head, false, rules, None);
+        if first.verdict != Verdict::Gone {
+            return first;
+        }
+        // Some edges answer HEAD wrongly: a gone counts only if GET agrees.
+        match self.send(Method::GET, url, rules).await {
+            Ok(get) => {
+                let second = self.classify(&get, true, rules, None);
+                if second.verdict == Verdict::Gone {
+                    first
+                } else {
+                    Observation::answered(
+                        get.status,
+                        Verdict::Inconclusive,
+                        Some(format!(
+                            "HEAD answered {} but GET answered {}",
+                            head.status, get.status
+                        )),
+                    )
+                }
+            }
+            Err(e) => Observation {
+                note: Some(format!(
+                    "HEAD answered {} but the confirming GET failed",
+                    head.status
+                )),
+                ..Observation::failed(e)
+            },
+        }
+    }
+
+    fn classify(
+        &self,
+        a: &Answer,
+        ranged_get: bool,
+        rules: &ProbeRules,
+        note: Option<String>,
+    ) -> Observation {
+        if let Some(why) = &a.unfollowed_redirect {
+            return Observation::answered(a.status, Verdict::Inconclusive, Some(why.clone()));
+        }
+        let verdict = match a.status {
+            200..=299 => Verdict::Present,
+            s if rules.gone_statuses.contains(&s) => Verdict::Gone,
+            // A ranged GET of an empty file: the file is there.
+            416 if ranged_get => Verdict::Present,
+            _ => Verdict::Inconclusive,
+        };
+        Observation::answered(a.status, verdict, note)
+    }
+
+    /// Sends one request, following redirects up to the limit.
+    async fn send(
+        &self,
+        method: Method,
+        mut url: Url,
+        rules: &ProbeRules,
+    ) -> Result<Answer, String> {
+        let mut hops = 0;
+        loop {
+            let host = self.host(&url, rules.per_host_concurrency);
+            host.wait_backoff().await;
+            let (status, headers) = {
+                let _permit = host.permits.acquire().await.expect("semaphore open");
+                let mut req = self
+                    .client
+                    .request(method.clone(), url.clone())
+                    .timeout(rules.timeout);
+                if method == Method::GET {
+                    req = req.header(RANGE, "bytes=0-0");
+                }
+                let mut resp = req.send().await.map_err(|e| describe(&e, rules.timeout))?;
+                let status = resp.status();
+                let headers = std::mem::take(resp.headers_mut());
+                if method == Method::GET {
+                    drain(resp).await;
+                }
+                (status, headers)
+            };
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                host.back_off(retry_after(&headers).unwrap_or(Duration::from_secs(1)));
+            }
+            if !status.is_redirection() {
+                return Ok(Answer {
+                    status: status.as_u16(),
+                    unfollowed_redirect: None,
+                });
+            }
+            let location = headers
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok());
+            let why = match location {
+                None => Some(format!("{} without a usable Location", status.as_u16())),
+                Some(_) if hops >= rules.follow_redirects => Some(if rules.follow_redirects == 0 {
+                    format!(
+                        "redirect {} not followed (follow_redirects: 0)",
+                        status.as_u16()
+                    )
+                } else {
+                    format!("more than {} redirects", rules.follow_redirects)
+                }),
+                Some(next) => {
+                    url = next;
+                    hops += 1;
+                    None
+                }
+            };
+            if let Some(why) = why {
+                return Ok(Answer {
+                    status: status.as_u16(),
+                    unfollowed_redirect: Some(why),
+                });
+            }
+        }
+    }
+
+    fn host(&self, url: &Url, permits: usize) -> Arc<Host> {
+        let key = format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let mut hosts = self.hosts.lock().expect("hosts lock");
+        hosts
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Host {
+                    permits: Semaphore::new(permits.max(1)),
+                    not_before: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Reads a little of the body so the connection can go back to the pool.
+async fn drain(mut resp: reqwest::Response) {
+    let mut read = 0;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        read += chunk.len();
+        if read > MAX_DRAIN {
+            break;
+        }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
+/// A short cause for a request that got no HTTP answer.
+pub fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("timeout after {}", humantime::format_duration(timeout));
+    }
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else {
+        "request failed"
+    };
+    // The innermost cause is the one that says what happened.
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    format!("{kind}: {cause}")
+}

@@ -1,0 +1,260 @@
+//! Decision records: one tracing event per decision (fixed field names),
+//! one JSON line per decision in the `--report` sink, and the human summary
+//! per watch that `once`, `audit` and `run` print.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::policy::Decision;
+use crate::probe::Verdict;
+
+/// One decision about one source in one pass: the report line's fields, in
+/// the contract's order.
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    pub time: String,
+    pub watch: &'a str,
+    pub project: &'a str,
+    pub src: &'a str,
+    pub probe: &'a str,
+    pub status: Option<u16>,
+    pub verdict: Verdict,
+    pub decision: Decision,
+    pub reason: &'a str,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+}
+
+/// Where decisions go: the log always, the report file when asked.
+pub struct Reporter {
+    sink: Option<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl Reporter {
+    /// No report file; decisions are only logged.
+    pub fn log_only() -> Reporter {
+        Reporter { sink: None }
+    }
+
+    /// A report to `path`, or to stdout for `-`.
+    pub fn to_path(path: &Path) -> std::io::Result<Reporter> {
+        let out: Box<dyn Write + Send> = if path == Path::new("-") {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(File::create(path)?)
+        };
+        Ok(Self::to_writer(out))
+    }
+
+    pub fn to_writer(out: Box<dyn Write + Send>) -> Reporter {
+        Reporter {
+            sink: Some(Mutex::new(Box::new(BufWriter::with_capacity(
+                64 * 1024,
+                out,
+            )))),
+        }
+    }
+
+    /// Logs a decision and writes its report line.
+    pub fn emit(&self, r: &Record<'_>) {
+        let status = r.status.map(i64::from).unwrap_or(-1);
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    watch = r.watch,
+                    project = r.project,
+                    src = r.src,
+                    probe = r.probe,
+                    status,
+                    verdict = r.verdict.as_str(),
+                    decision = r.decision.as_str(),
+                    reason = r.reason,
+                    error = r.error,
+                    "decision"
+                )
+            };
+        }
+        match r.decision {
+            Decision::Withheld | Decision::Failed => event!(tracing::Level::WARN),
+            _ => event!(tracing::Level::INFO),
+        }
+        if let Some(sink) = &self.sink {
+            let mut out = sink.lock().expect("report lock");
+            // A report that cannot be written must not stop the pass; the log has it.
+            if serde_json::to_writer(&mut *out, r).is_ok() {
+                let _ = out.write_all(b"\n");
+            }
+        }
+    }
+
+    pub fn flush(&self) {
+        if let Some(sink) = &self.sink {
+            let _ = sink.lock().expect("report lock").flush();
+        }
+    }
+}
+
+/// The time field of a report line.
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// What one pass did for one watch.
+#[derive(Debug, Clone, Default)]
+pub struct WatchSummary {
+    pub watch: String,
+    pub project: String,
+    pub sources: usize,
+    pub probes: usize,
+    pub checked: usize,
+    pub present: usize,
+    pub gone: usize,
+    pub inconclusive: usize,
+    /// Decisions, indexed like [`Decision::ALL`].
+    pub decisions: [usize; 8],
+    pub api_calls: u32,
+    pub duration: Duration,
+    /// The alarm a guard raised, if any (exit code 3).
+    pub guard_alarm: Option<String>,
+    /// Sources a dry run would purge.
+    pub would_purge: Vec<String>,
+    pub dry_run: bool,
+    pub interrupted: bool,
+}
+
+impl WatchSummary {
+    pub fn count(&self, d: Decision) -> usize {
+        self.decisions[d as usize]
+    }
+
+    pub fn add(&mut self, d: Decision) {
+        self.decisions[d as usize] += 1;
+    }
+
+    pub fn add_verdict(&mut self, v: Verdict, sources: usize) {
+        self.checked += sources;
+        match v {
+            Verdict::Present => self.present += sources,
+            Verdict::Gone => self.gone += sources,
+            Verdict::Inconclusive => self.inconclusive += sources,
+        }
+    }
+}
+
+impl fmt::Display for WatchSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} checked ({} present, {} gone, {} inconclusive)",
+            self.watch, self.checked, self.present, self.gone, self.inconclusive
+        )?;
+        let purged = if self.dry_run {
+            format!("{} would purge", self.count(Decision::WouldPurge))
+        } else {
+            format!("{} purged", self.count(Decision::Purge))
+        };
+        write!(
+            f,
+            "; {purged}, {} pending, {} already purged, {} withheld, {} failed; {} API call{}; {:.2}s",
+            self.count(Decision::Pending),
+            self.count(Decision::AlreadyPurged),
+            self.count(Decision::Withheld),
+            self.count(Decision::Failed),
+            self.api_calls,
+            if self.api_calls == 1 { "" } else { "s" },
+            self.duration.as_secs_f64()
+        )?;
+        if self.interrupted {
+            write!(
+                f,
+                " (interrupted: {} of {} checked)",
+                self.checked, self.sources
+            )?;
+        }
+        if let Some(alarm) = &self.guard_alarm {
+            write!(f, "\n  guard: {alarm}")?;
+        }
+        for src in &self.would_purge {
+            write!(f, "\n  would purge {src}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn report_line_has_the_contract_fields_in_order() {
+        let buf = Shared::default();
+        let r = Reporter::to_writer(Box::new(buf.clone()));
+        r.emit(&Record {
+            time: "2026-11-28T12:00:00Z".into(),
+            watch: "site",
+            project: "my-next-app",
+            src: "/images/hero.png",
+            probe: "https://my-next-app.vercel.app/images/hero.png",
+            status: Some(404),
+            verdict: Verdict::Gone,
+            decision: Decision::Purge,
+            reason: "404 on 2 consecutive passes",
+            dry_run: false,
+            error: None,
+        });
+        r.flush();
+        let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            line,
+            r#"{"time":"2026-11-28T12:00:00Z","watch":"site","project":"my-next-app","src":"/images/hero.png","probe":"https://my-next-app.vercel.app/images/hero.png","status":404,"verdict":"gone","decision":"purge","reason":"404 on 2 consecutive passes","dry_run":false}"#
+                .to_owned()
+                + "\n"
+        );
+    }
+
+    #[test]
+    fn no_answer_reports_null_status_and_the_error() {
+        let buf = Shared::default();
+        let r = Reporter::to_writer(Box::new(buf.clone()));
+        r.emit(&Record {
+            time: now_rfc3339(),
+            watch: "w",
+            project: "p",
+            src: "/a",
+            probe: "http://x/a",
+            status: None,
+            verdict: Verdict::Inconclusive,
+            decision: Decision::Skip,
+            reason: "inconclusive: timeout after 1s",
+            dry_run: true,
+            error: Some("timeout after 1s"),
+        });
+        r.flush();
+        let v: serde_json::Value = serde_json::from_slice(&buf.0.lock().unwrap()).unwrap();
+        assert_eq!(v["status"], serde_json::Value::Null);
+        assert_eq!(v["error"], "timeout after 1s");
+        assert_eq!(v["decision"], "skip");
+    }
+}

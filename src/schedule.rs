@@ -1,0 +1,173 @@
+//! Cron schedules: crontab's 5 fields or the cron crate's 6/7 (with seconds),
+//! evaluated in UTC.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+
+/// A parsed cron expression, with the text it came from.
+#[derive(Clone)]
+pub struct CronSchedule {
+    expression: String,
+    inner: cron::Schedule,
+}
+
+impl fmt::Debug for CronSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CronSchedule({:?})", self.expression)
+    }
+}
+
+impl CronSchedule {
+    /// Parses a crontab line (5 fields: minute hour day-of-month month
+    /// day-of-week, with 0 or 7 = Sunday) or a cron-crate expression with
+    /// seconds (6 or 7 fields, day-of-week 1 = Sunday, or names).
+    pub fn parse(expression: &str) -> Result<CronSchedule, String> {
+        let fields: Vec<&str> = expression.split_whitespace().collect();
+        let full = match fields.len() {
+            1 if fields[0].starts_with('@') => fields[0].to_owned(),
+            5 => {
+                let dow = crontab_day_of_week(fields[4])?;
+                format!(
+                    "0 {} {} {} {} {}",
+                    fields[0], fields[1], fields[2], fields[3], dow
+                )
+            }
+            6 | 7 => fields.join(" "),
+            n => {
+                return Err(format!(
+                    "{n} fields; expected 5 (crontab) or 6-7 (with seconds)"
+                ));
+            }
+        };
+        let inner = cron::Schedule::from_str(&full).map_err(|e| e.to_string())?;
+        if inner.upcoming(Utc).next().is_none() {
+            return Err("it never fires".into());
+        }
+        Ok(CronSchedule {
+            expression: expression.to_owned(),
+            inner,
+        })
+    }
+
+    /// The expression as configured.
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The first fire time strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.inner.after(&t).next()
+    }
+
+    /// The next `n` fire times after `t`.
+    pub fn upcoming(&self, t: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        self.inner.after(&t).take(n).collect()
+    }
+}
+
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// Rewrites crontab's numeric day-of-week field (0-7, 0 and 7 = Sunday) into
+/// day names, which the cron crate reads the same way crontab does. Its own
+/// numbers start at 1 = Sunday, so passing numbers through would shift every
+/// weekday by one.
+fn crontab_day_of_week(field: &str) -> Result<String, String> {
+    if field == "*" || field == "?" || field.chars().any(|c| c.is_ascii_alphabetic()) {
+        return Ok(field.to_owned());
+    }
+    let mut days = [false; 7];
+    for part in field.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => (
+                r,
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| format!("day of week: bad step in {part:?}"))?,
+            ),
+            None => (part, 1),
+        };
+        let num = |s: &str| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|d| *d <= 7)
+                .ok_or_else(|| format!("day of week: {s:?} is not 0-7"))
+        };
+        let (lo, hi) = match range {
+            "*" => (0, 6),
+            r => match r.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None if step > 1 => (num(r)?, 6),
+                None => (num(r)?, num(r)?),
+            },
+        };
+        if lo > hi {
+            return Err(format!("day of week: range {range:?} runs backwards"));
+        }
+        for d in (lo..=hi).step_by(step) {
+            days[d % 7] = true;
+        }
+    }
+    let names: Vec<&str> = (0..7).filter(|d| days[*d]).map(|d| DAY_NAMES[d]).collect();
+    Ok(names.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, TimeZone, Weekday};
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    }
+
+    #[test]
+    fn five_fields_fire_on_the_minute() {
+        let s = CronSchedule::parse("*/10 * * * *").unwrap();
+        let t = at(2026, 11, 28, 12, 3, 17);
+        assert_eq!(s.next_after(t), Some(at(2026, 11, 28, 12, 10, 0)));
+    }
+
+    #[test]
+    fn six_fields_have_seconds() {
+        let s = CronSchedule::parse("*/15 * * * * *").unwrap();
+        let t = at(2026, 11, 28, 12, 3, 17);
+        assert_eq!(s.next_after(t), Some(at(2026, 11, 28, 12, 3, 30)));
+        assert!(CronSchedule::parse("0 0 12 * * * 2030").is_ok());
+    }
+
+    #[test]
+    fn crontab_sunday_is_zero_and_seven() {
+        // 2026-11-28 is a Saturday.
+        let t = at(2026, 11, 28, 12, 0, 0);
+        for expr in ["0 3 * * 0", "0 3 * * 7", "0 3 * * SUN"] {
+            let next = CronSchedule::parse(expr).unwrap().next_after(t).unwrap();
+            assert_eq!(next.weekday(), Weekday::Sun, "{expr}");
+        }
+        let weekdays = CronSchedule::parse("0 3 * * 1-5").unwrap();
+        let days: Vec<Weekday> = weekdays
+            .upcoming(t, 5)
+            .iter()
+            .map(|d| d.weekday())
+            .collect();
+        use Weekday::*;
+        assert_eq!(days, [Mon, Tue, Wed, Thu, Fri]);
+    }
+
+    #[test]
+    fn bad_expressions_say_why() {
+        assert!(CronSchedule::parse("61 * * * *").is_err());
+        assert!(
+            CronSchedule::parse("* * *")
+                .unwrap_err()
+                .contains("3 fields")
+        );
+        assert!(
+            CronSchedule::parse("0 0 * * 8")
+                .unwrap_err()
+                .contains("0-7")
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! The state file: which sources are gone, for how many passes, and whether
+//! they were purged in their gone episode. Versioned JSON, replaced
+//! atomically (temporary file in the same folder, fsync, rename, fsync of the
+//! folder), so a crash at any moment leaves the old or the new file. One
+//! writer at a time: a writer holds an exclusive lock on `<state>.lock`,
+//! which the kernel drops when the holder dies.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Episode;
+
+/// The version this build reads and writes.
+pub const VERSION: u32 = 1;
+
+/// The episodes of one watch, by source.
+pub type WatchState = BTreeMap<String, Episode>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "state file {path} is not valid ({message}); fix it or move it away (origin-watch then starts with no memory of gone images)"
+    )]
+    Corrupt { path: PathBuf, message: String },
+    #[error("state file {path} has version {found}; this build reads version {VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error(
+        "state file {path} is in use by another origin-watch process (lock {lock} is held{holder}); refusing to start a second writer"
+    )]
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    #[serde(default)]
+    watches: BTreeMap<String, WatchState>,
+}
+
+/// The state in memory, and the file behind it.
+pub struct StateStore {
+    path: PathBuf,
+    /// Held for the life of a writer; `None` for a read-only store.
+    lock: Option<File>,
+    data: Mutex<BTreeMap<String, WatchState>>,
+}
+
+impl StateStore {
+    /// Opens the state for writing: takes the single-writer lock (failing at
+    /// once if another process holds it), then loads the file.
+    pub fn open(path: &Path) -> Result<StateStore, StateError> {
+        let write_err = |source| StateError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(write_err)?;
+        }
+        let lock_path = lock_path(path);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(write_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .map(|pid| format!(" by pid {pid}"))
+                    .unwrap_or_default();
+                return Err(StateError::Locked {
+                    path: path.to_owned(),
+                    lock: lock_path,
+                    holder,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(write_err(e)),
+        }
+        // Who holds it, for the message a second process prints.
+        let _ = lock.set_len(0);
+        let _ = writeln!(lock, "{}", std::process::id());
+        let data = load(path)?;
+        Ok(StateStore {
+            path: path.to_owned(),
+            lock: Some(lock),
+            data: Mutex::new(data),
+        })
+    }
+
+    /// Opens the state for reading only (`audit`, `--dry-run`): no lock, and
+    /// [`StateStore::save`] does nothing.
+    pub fn open_read_only(path: &Path) -> Result<StateStore, StateError> {
+        Ok(StateStore {
+            path: path.to_owned(),
+            lock: None,
+            data: Mutex::new(load(path)?),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// Takes a watch's episodes out for a pass; [`StateStore::put`] returns them.
+    pub fn take(&self, watch: &str) -> WatchState {
+        self.data
+            .lock()
+            .expect("state lock")
+            .remove(watch)
+            .unwrap_or_default()
+    }
+
+    pub fn put(&self, watch: &str, episodes: WatchState) {
+        let mut data = self.data.lock().expect("state lock");
+        if episodes.is_empty() {
+            data.remove(watch);
+        } else {
+            data.insert(watch.to_owned(), episodes);
+        }
+    }
+
+    /// A copy of a watch's episodes.
+    pub fn get(&self, watch: &str) -> WatchState {
+        self.data
+            .lock()
+            .expect("state lock")
+            .get(watch)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Writes the state atomically. Does nothing on a read-only store.
+    pub fn save(&self) -> Result<(), StateError> {
+        if self.lock.is_none() {
+            return Ok(());
+        }
+        let bytes = {
+            let data = self.data.lock().expect("state lock");
+            let file = StateFileRef {
+                version: VERSION,
+                watches: &data,
+            };
+            serde_json::to_vec_pretty(&file).expect("state serializes")
+        };
+        write_atomically(&self.path, &bytes).map_err(|source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct StateFileRef<'a> {
+    version: u32,
+    watches: &'a BTreeMap<String, WatchState>,
+}
+
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+fn load(path: &Path) -> Result<BTreeMap<String, WatchState>, StateError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let file: StateFile = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    if file.version != VERSION {
+        return Err(StateError::Version {
+            path: path.to_owned(),
+            found: file.version,
+        });
+    }
+    Ok(file.watches)
+}
+
+/// Write to a temporary file in the same folder, fsync it, rename it over the
+/// target, fsync the folder: a reader sees the old file or the new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn episode(streak: u32) -> Episode {
+        let t = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        Episode {
+            gone_streak: streak,
+            first_gone: t,
+            last_gone: t,
+            last_status: Some(404),
+            purged_at: None,
+        }
+    }
+
+    #[test]
+    fn saved_state_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        {
+            let s = StateStore::open(&path).unwrap();
+            let mut w = WatchState::new();
+            w.insert("/a.png".into(), episode(1));
+            s.put("site", w);
+            s.save().unwrap();
+        }
+        let s = StateStore::open(&path).unwrap();
+        assert_eq!(s.get("site").get("/a.png"), Some(&episode(1)));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 1"), "{text}");
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let _first = StateStore::open(&path).unwrap();
+        let err = StateStore::open(&path)
+            .err()
+            .expect("second writer refused");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("in use by another origin-watch process"),
+            "{msg}"
+        );
+        // Readers are never refused.
+        assert!(StateStore::open_read_only(&path).is_ok());
+    }
+
+    #[test]
+    fn the_lock_is_released_when_the_holder_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        drop(StateStore::open(&path).unwrap());
+        assert!(StateStore::open(&path).is_ok());
+    }
+
+    #[test]
+    fn read_only_store_never_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let s = StateStore::open_read_only(&path).unwrap();
+        let mut w = WatchState::new();
+        w.insert("/a.png".into(), episode(1));
+        s.put("site", w);
+        s.save().unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, "{ not json").unwrap();
+        let msg = StateStore::open(&path).err().unwrap().to_string();
+        assert!(
+            msg.contains("state.json") && msg.contains("not valid"),
+            "{msg}"
+        );
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "{ not json",
+            "left as it was"
+        );
+    }
+
+    #[test]
+    fn no_temporary_file_is_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let s = StateStore::open(&path).unwrap();
+        s.save().unwrap();
+        s.save().unwrap();
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+    }
+}

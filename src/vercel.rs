@@ -1,0 +1,396 @@
+//! The client for Vercel's `dangerously-delete-by-src-images`. It knows
+//! nothing of probes: it takes the sources of one (project, teamId, slug)
+//! target, sends them in batches of at most 8, retries what is worth
+//! retrying, and says per batch what happened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Token, VercelConfig};
+
+/// Vercel accepts at most this many sources per call.
+pub const MAX_BATCH: usize = 8;
+/// The path of the endpoint, below `api_base`.
+pub const ENDPOINT_PATH: &str = "/v1/edge-cache/dangerously-delete-by-src-images";
+/// A `Retry-After` longer than this is not waited for: the batch fails and is
+/// retried on the next pass.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What `encodeURIComponent` leaves alone, as the official SDK encodes query values.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// Where purges go: sources are batched per target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PurgeTarget {
+    pub project: String,
+    pub team_id: Option<String>,
+    pub slug: Option<String>,
+}
+
+/// Why a batch was not purged.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum PurgeError {
+    #[error(
+        "vercel answered {status} for project {project}: the token in {token_env} is not allowed to purge it ({message}); no more purges for this project in this pass"
+    )]
+    Unauthorized {
+        status: u16,
+        project: String,
+        token_env: String,
+        message: String,
+    },
+    #[error(
+        "vercel answered 402 for project {project}: the team's plan lacks purge by source image ({message})"
+    )]
+    PlanLacksFeature { project: String, message: String },
+    #[error("vercel answered {status}: {message}")]
+    Rejected { status: u16, message: String },
+    #[error("vercel api failed after {attempts} attempts: {last}")]
+    Exhausted { attempts: u32, last: String },
+    #[error(
+        "vercel answered 429 with Retry-After {secs}s, longer than origin-watch waits; retried next pass"
+    )]
+    RateLimited { secs: u64 },
+    #[error("not sent: {0}")]
+    NotSent(String),
+}
+
+/// The outcome of one batch.
+#[derive(Debug, Clone)]
+pub struct BatchResult {
+    pub sources: Vec<Arc<str>>,
+    /// HTTP calls made for this batch (retries included).
+    pub calls: u32,
+    pub outcome: Result<(), PurgeError>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "srcImages")]
+    src_images: Vec<&'a str>,
+    #[serde(
+        rename = "revalidationDeadlineSeconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    revalidation_deadline_seconds: Option<u64>,
+}
+
+/// Backoff for 429 without `Retry-After`, 5xx and connection errors.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base: Duration,
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 4,
+            base: Duration::from_millis(500),
+            max_wait: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter: between half and all of base * 2^n.
+    fn wait(&self, retry: u32) -> Duration {
+        let full = self.base.saturating_mul(2u32.saturating_pow(retry));
+        full.min(self.max_wait).mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+pub struct VercelClient {
+    http: reqwest::Client,
+    api_base: String,
+    token: Token,
+    token_env: String,
+    deadline: Option<u64>,
+    retry: RetryPolicy,
+}
+
+impl VercelClient {
+    pub fn new(cfg: &VercelConfig, token: Token) -> Result<VercelClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(VercelClient {
+            http,
+            api_base: cfg.api_base.as_str().trim_end_matches('/').to_owned(),
+            token,
+            token_env: cfg.token_env.clone(),
+            deadline: cfg.revalidation_deadline_seconds,
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The request URL for a target, query values encoded as the SDK does.
+    pub fn url(&self, target: &PurgeTarget) -> String {
+        let enc = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
+        let mut url = format!(
+            "{}{ENDPOINT_PATH}?projectIdOrName={}",
+            self.api_base,
+            enc(&target.project)
+        );
+        if let Some(t) = &target.team_id {
+            url.push_str("&teamId=");
+            url.push_str(&enc(t));
+        }
+        if let Some(s) = &target.slug {
+            url.push_str("&slug=");
+            url.push_str(&enc(s));
+        }
+        url
+    }
+
+    /// Purges `sources` of one target in batches of at most 8. A 401, 402 or
+    /// 403 stops the rest of this target's batches; a cancelled token stops
+    /// new calls (a call in flight finishes).
+    pub async fn purge(
+        &self,
+        target: &PurgeTarget,
+        sources: &[Arc<str>],
+        cancel: &CancellationToken,
+    ) -> Vec<BatchResult> {
+        let mut results = Vec::with_capacity(sources.len().div_ceil(MAX_BATCH));
+        let mut stop: Option<PurgeError> = None;
+        for batch in sources.chunks(MAX_BATCH) {
+            let (calls, outcome) = if let Some(err) = &stop {
+                (0, Err(PurgeError::NotSent(err.to_string())))
+            } else if cancel.is_cancelled() {
+                (
+                    0,
+                    Err(PurgeError::NotSent(
+                        "shutting down; no new purge calls".into(),
+                    )),
+                )
+            } else {
+                self.send_batch(target, batch, cancel).await
+            };
+            if let Err(
+                e @ (PurgeError::Unauthorized { .. } | PurgeError::PlanLacksFeature { .. }),
+            ) = &outcome
+            {
+                stop = Some(e.clone());
+            }
+            results.push(BatchResult {
+                sources: batch.to_vec(),
+                calls,
+                outcome,
+            });
+        }
+        results
+    }
+
+    async fn send_batch(
+        &self,
+        target: &PurgeTarget,
+        batch: &[Arc<str>],
+        cancel: &CancellationToken,
+    ) -> (u32, Result<(), PurgeError>) {
+        let url = self.url(target);
+        let body = serde_json::to_vec(&Body {
+            src_images: batch.iter().map(|s| &**s).collect(),
+            revalidation_deadline_seconds: self.deadline,
+        })
+        .expect("a list of strings serializes");
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
+            .expect("token checked at load");
+        auth.set_sensitive(true);
+
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            let sent = self
+                .http
+                .post(&url)
+                .header(AUTHORIZATION, auth.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let (wait, last) = match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = crate::probe::retry_after(resp.headers());
+                    tracing::info!(
+                        project = %target.project,
+                        team_id = target.team_id.as_deref().unwrap_or(""),
+                        sources = batch.len(),
+                        status = status.as_u16(),
+                        attempt = calls,
+                        "purge call"
+                    );
+                    if status.is_success() {
+                        return (calls, Ok(()));
+                    }
+                    let message = error_message(status, &resp.text().await.unwrap_or_default());
+                    match status.as_u16() {
+                        401 | 403 => {
+                            return (
+                                calls,
+                                Err(PurgeError::Unauthorized {
+                                    status: status.as_u16(),
+                                    project: target.project.clone(),
+                                    token_env: self.token_env.clone(),
+                                    message,
+                                }),
+                            );
+                        }
+                        402 => {
+                            return (
+                                calls,
+                                Err(PurgeError::PlanLacksFeature {
+                                    project: target.project.clone(),
+                                    message,
+                                }),
+                            );
+                        }
+                        429 => match retry_after {
+                            Some(d) if d > MAX_RETRY_AFTER => {
+                                return (calls, Err(PurgeError::RateLimited { secs: d.as_secs() }));
+                            }
+                            Some(d) => (
+                                d + Duration::from_millis(fastrand::u64(0..250)),
+                                format!("429: {message}"),
+                            ),
+                            None => (self.retry.wait(calls - 1), format!("429: {message}")),
+                        },
+                        500 | 502 | 503 | 504 => (
+                            self.retry.wait(calls - 1),
+                            format!("{}: {message}", status.as_u16()),
+                        ),
+                        s => {
+                            return (calls, Err(PurgeError::Rejected { status: s, message }));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let why = crate::probe::describe(&e.without_url(), Duration::from_secs(30));
+                    tracing::warn!(project = %target.project, attempt = calls, error = %why, "purge call got no answer");
+                    (self.retry.wait(calls - 1), why)
+                }
+            };
+            if calls > self.retry.max_retries {
+                return (
+                    calls,
+                    Err(PurgeError::Exhausted {
+                        attempts: calls,
+                        last,
+                    }),
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => {
+                    return (calls, Err(PurgeError::NotSent(format!("shutting down before retry ({last})"))));
+                }
+            }
+        }
+    }
+}
+
+/// The API's error message, read leniently: `{"error":{"code","message"}}`,
+/// the `err` spelling some endpoints use, or the raw text.
+pub fn error_message(status: StatusCode, body: &str) -> String {
+    let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let inner = json
+        .as_ref()
+        .and_then(|v| v.get("error").or_else(|| v.get("err")));
+    if let Some(inner) = inner {
+        let code = inner.get("code").and_then(|c| c.as_str());
+        let message = inner
+            .get("message")
+            .and_then(|m| m.as_str())
+            .or_else(|| inner.as_str());
+        match (code, message) {
+            (Some(c), Some(m)) => return format!("{c}: {m}"),
+            (None, Some(m)) => return m.to_owned(),
+            (Some(c), None) => return c.to_owned(),
+            (None, None) => {}
+        }
+    }
+    let text: String = body.trim().chars().take(200).collect();
+    if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("no error message")
+            .to_owned()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> VercelClient {
+        let cfg = VercelConfig {
+            token_env: "VERCEL_TOKEN".into(),
+            api_base: "http://127.0.0.1:9/".parse().unwrap(),
+            team_id: None,
+            slug: None,
+            revalidation_deadline_seconds: None,
+        };
+        VercelClient::new(&cfg, Token::new("t")).unwrap()
+    }
+
+    #[test]
+    fn query_is_encoded_like_the_sdk() {
+        let url = client().url(&PurgeTarget {
+            project: "my app".into(),
+            team_id: Some("team_1".into()),
+            slug: Some("my-team".into()),
+        });
+        assert_eq!(
+            url,
+            "http://127.0.0.1:9/v1/edge-cache/dangerously-delete-by-src-images?projectIdOrName=my%20app&teamId=team_1&slug=my-team"
+        );
+    }
+
+    #[test]
+    fn error_messages_are_read_leniently() {
+        let s = StatusCode::BAD_REQUEST;
+        assert_eq!(
+            error_message(
+                s,
+                r#"{"error":{"code":"bad_request","message":"srcImages too long"}}"#
+            ),
+            "bad_request: srcImages too long"
+        );
+        assert_eq!(error_message(s, r#"{"err":{"message":"nope"}}"#), "nope");
+        assert_eq!(error_message(s, "plain text"), "plain text");
+        assert_eq!(error_message(s, ""), "Bad Request");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy::default();
+        assert!(p.wait(0) <= Duration::from_millis(500));
+        assert!(p.wait(0) >= Duration::from_millis(250));
+        assert!(p.wait(10) <= Duration::from_secs(20));
+    }
+}
