@@ -1,0 +1,191 @@
+//! Shared test harness: a loopback origin and fake Vercel API per test, a
+//! config pointed at them, and passes run through the real pass code, each
+//! with the state file opened afresh (as a `once` run would).
+
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the harness"
+)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use origin_watch::config::{Config, Token};
+use origin_watch::pass::{PassContext, PassOutcome, run_pass};
+use origin_watch::probe::Prober;
+use origin_watch::report::Reporter;
+use origin_watch::state::StateStore;
+use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
+use origin_watch::testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
+use origin_watch::vercel::{RetryPolicy, VercelClient};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "tok_test_secret_7f3a";
+
+/// Collects report lines in memory.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    pub fn take(&self) -> Vec<Value> {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("report line is JSON"))
+            .collect()
+    }
+}
+
+pub struct Harness {
+    pub origin: FakeOrigin,
+    pub api: FakeVercel,
+    pub dir: tempfile::TempDir,
+}
+
+/// One pass's result: the outcome and every report line.
+pub struct Ran {
+    pub outcome: PassOutcome,
+    pub records: Vec<Value>,
+}
+
+impl Ran {
+    /// src -> decision.
+    pub fn decisions(&self) -> BTreeMap<String, String> {
+        self.records
+            .iter()
+            .map(|r| {
+                (
+                    r["src"].as_str().unwrap().to_owned(),
+                    r["decision"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn decision(&self, src: &str) -> String {
+        self.decisions()
+            .get(src)
+            .cloned()
+            .unwrap_or_else(|| panic!("no decision for {src}: {:?}", self.records))
+    }
+
+    pub fn record(&self, src: &str) -> &Value {
+        self.records
+            .iter()
+            .find(|r| r["src"] == src)
+            .unwrap_or_else(|| panic!("no record for {src}"))
+    }
+}
+
+impl Harness {
+    pub async fn new(routes: &[(&str, Behavior)], default: Behavior) -> Harness {
+        let origin = FakeOrigin::start(
+            routes.iter().map(|(p, b)| (p.to_string(), b.clone())),
+            default,
+        )
+        .await
+        .unwrap();
+        let api = FakeVercel::start(FakeVercelConfig::new(TOKEN))
+            .await
+            .unwrap();
+        Harness {
+            origin,
+            api,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn state_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("state.json")
+    }
+
+    /// A config whose `vercel:` and `state:` point at this harness; `rest`
+    /// holds `defaults:` and `watches:`. `{origin}` in `rest` is replaced.
+    pub fn config(&self, vercel_extra: &str, rest: &str) -> Config {
+        let yaml = format!(
+            "vercel:\n  api_base: {}\n{vercel_extra}\nstate: {}\n{}",
+            self.api.base_url(),
+            self.state_path().display(),
+            rest.replace("{origin}", &self.origin.base_url())
+        );
+        Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    }
+
+    pub fn context(&self, config: &Config, dry_run: bool, token: &str) -> (PassContext, Lines) {
+        let lines = Lines::default();
+        let vercel = (!dry_run).then(|| {
+            Arc::new(
+                VercelClient::new(&config.vercel, Token::new(token))
+                    .unwrap()
+                    .with_retry(RetryPolicy {
+                        max_retries: 4,
+                        base: Duration::from_millis(20),
+                        max_wait: Duration::from_millis(200),
+                    }),
+            )
+        });
+        let state = if dry_run {
+            StateStore::open_read_only(&config.state_path).unwrap()
+        } else {
+            StateStore::open(&config.state_path).unwrap()
+        };
+        let ctx = PassContext {
+            prober: Arc::new(
+                Prober::new()
+                    .unwrap()
+                    .with_retry_base(Duration::from_millis(5)),
+            ),
+            vercel,
+            state: Arc::new(state),
+            reporter: Arc::new(Reporter::to_writer(Box::new(lines.clone()))),
+            observer: None,
+        };
+        (ctx, lines)
+    }
+
+    /// One pass, as one `once` run: state opened, pass run, state released.
+    pub async fn pass(&self, config: &Config) -> Ran {
+        self.pass_with(config, false, TOKEN).await
+    }
+
+    pub async fn dry_pass(&self, config: &Config) -> Ran {
+        self.pass_with(config, true, TOKEN).await
+    }
+
+    pub async fn pass_with(&self, config: &Config, dry_run: bool, token: &str) -> Ran {
+        let (ctx, lines) = self.context(config, dry_run, token);
+        let outcome = run_pass(&ctx, &config.watches, &CancellationToken::new())
+            .await
+            .unwrap();
+        Ran {
+            outcome,
+            records: lines.take(),
+        }
+    }
+
+    /// The sources of every call the fake API answered, per call.
+    pub fn batches(&self) -> Vec<Vec<String>> {
+        self.api.calls().into_iter().map(|c| c.src_images).collect()
+    }
+}
+
+/// `n` path-style sources `/img/0.png` .. and their routes with `b`.
+pub fn many(n: usize, b: Behavior) -> (Vec<String>, Vec<(String, Behavior)>) {
+    let srcs: Vec<String> = (0..n).map(|i| format!("/img/{i}.png")).collect();
+    let routes = srcs.iter().map(|s| (s.clone(), b.clone())).collect();
+    (srcs, routes)
+}
