@@ -1,0 +1,214 @@
+//! The safety behaviour over loopback: the blast-radius guard, the per-pass
+//! cap, the canary, per-host politeness and origin 429s. Each test asserts
+//! what the fake Vercel API and the origin received.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Harness, many};
+use origin_watch::exit::Exit;
+use origin_watch::policy::Decision;
+use origin_watch::testkit::fake_origin::Behavior;
+
+fn watch_yaml(defaults: &str, extra: &str, srcs: &[String]) -> String {
+    format!(
+        "defaults: {{ {defaults} }}\nwatches:\n  - name: site\n    project: p\n    origin: '{{origin}}'\n{extra}    images: {srcs:?}\n"
+    )
+}
+
+#[tokio::test]
+async fn an_origin_that_404s_everything_trips_the_guard() {
+    let (srcs, _) = many(40, Behavior::Status(404));
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let c = h.config("", &watch_yaml("confirmations: 1", "", &srcs));
+    for _ in 0..3 {
+        let ran = h.pass(&c).await;
+        assert_eq!(ran.outcome.exit(), Exit::Withheld);
+        assert_eq!(ran.outcome.total(Decision::Withheld), 40);
+        let alarm = ran.outcome.watches[0].guard_alarm.clone().unwrap();
+        assert!(
+            alarm.contains("max_purge_fraction") && alarm.contains("40 of 40"),
+            "{alarm}"
+        );
+    }
+    assert!(
+        h.api.calls().is_empty(),
+        "not one purge while the origin looks broken"
+    );
+}
+
+#[tokio::test]
+async fn already_purged_sources_do_not_count_toward_the_fraction() {
+    let (srcs, _) = many(10, Behavior::Present);
+    let h = Harness::new(&[], Behavior::Present).await;
+    let c = h.config(
+        "",
+        &watch_yaml("confirmations: 1, max_purge_fraction: 0.2", "", &srcs),
+    );
+    // Two go (20%: allowed), are purged; then two more go.
+    h.origin.set("/img/0.png", Behavior::Status(404));
+    h.origin.set("/img/1.png", Behavior::Status(404));
+    assert_eq!(h.pass(&c).await.outcome.total(Decision::Purge), 2);
+    h.origin.set("/img/2.png", Behavior::Status(404));
+    h.origin.set("/img/3.png", Behavior::Status(404));
+    let ran = h.pass(&c).await;
+    assert_eq!(ran.decision("/img/0.png"), "already_purged");
+    assert_eq!(ran.decision("/img/2.png"), "purge");
+    assert_eq!(ran.outcome.exit(), Exit::Ok);
+    assert_eq!(h.api.purged().len(), 4);
+}
+
+#[tokio::test]
+async fn thirty_gone_with_a_cap_of_ten_take_three_passes() {
+    let (srcs, _) = many(30, Behavior::Status(404));
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let c = h.config(
+        "",
+        &watch_yaml(
+            "confirmations: 1, max_purge_fraction: 1.0, max_purges_per_pass: 10",
+            "",
+            &srcs,
+        ),
+    );
+    let mut purged_per_pass = Vec::new();
+    for _ in 0..4 {
+        let ran = h.pass(&c).await;
+        purged_per_pass.push(ran.outcome.total(Decision::Purge));
+        assert_ne!(
+            ran.outcome.exit(),
+            Exit::Withheld,
+            "the cap is a rate limit, not an alarm"
+        );
+    }
+    assert_eq!(purged_per_pass, [10, 10, 10, 0]);
+    let sent = h.api.purged();
+    assert_eq!(sent.len(), 30);
+    assert_eq!(
+        sent.iter().collect::<BTreeSet<_>>().len(),
+        30,
+        "each source once"
+    );
+}
+
+#[tokio::test]
+async fn capped_sources_are_withheld_until_their_turn() {
+    let (srcs, _) = many(5, Behavior::Status(404));
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let c = h.config(
+        "",
+        &watch_yaml(
+            "confirmations: 1, max_purge_fraction: 1.0, max_purges_per_pass: 2",
+            "",
+            &srcs,
+        ),
+    );
+    let ran = h.pass(&c).await;
+    assert_eq!(ran.outcome.total(Decision::Purge), 2);
+    assert_eq!(ran.outcome.total(Decision::Withheld), 3);
+    let withheld = ran
+        .records
+        .iter()
+        .find(|r| r["decision"] == "withheld")
+        .unwrap();
+    assert!(
+        withheld["reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_purges_per_pass"),
+        "{withheld}"
+    );
+}
+
+#[tokio::test]
+async fn a_gone_canary_withholds_every_purge() {
+    let (srcs, _) = many(4, Behavior::Status(404));
+    let h = Harness::new(
+        &[("/logo.png", Behavior::Status(404))],
+        Behavior::Status(404),
+    )
+    .await;
+    let c = h.config(
+        "",
+        &watch_yaml(
+            "confirmations: 1, max_purge_fraction: 1.0",
+            "    canary: /logo.png\n",
+            &srcs,
+        ),
+    );
+    let ran = h.pass(&c).await;
+    assert_eq!(ran.outcome.exit(), Exit::Withheld);
+    assert_eq!(ran.outcome.total(Decision::Withheld), 4);
+    assert!(h.api.calls().is_empty());
+    assert_eq!(
+        h.origin.count("HEAD", "/logo.png"),
+        1,
+        "the canary is probed"
+    );
+
+    // The logo is back: the origin is healthy, the purges go.
+    h.origin.set("/logo.png", Behavior::Present);
+    let ran = h.pass(&c).await;
+    assert_eq!(ran.outcome.total(Decision::Purge), 4);
+    assert_eq!(ran.outcome.exit(), Exit::Ok);
+}
+
+#[tokio::test]
+async fn an_unreachable_canary_withholds_too() {
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let c = h.config(
+        "",
+        "defaults: { confirmations: 1, max_purge_fraction: 1.0, retries: 0 }\nwatches:\n  - { name: s, project: p, origin: '{origin}', canary: 'http://127.0.0.1:9/logo.png', images: [/a.png] }\n",
+    );
+    let ran = h.pass(&c).await;
+    assert_eq!(ran.decision("/a.png"), "withheld");
+    assert!(h.api.calls().is_empty());
+}
+
+#[tokio::test]
+async fn probes_to_one_host_stay_within_per_host_concurrency() {
+    let (srcs, _) = many(40, Behavior::Present);
+    let h = Harness::new(&[], Behavior::Slow(Duration::from_millis(50))).await;
+    let c = h.config(
+        "",
+        &watch_yaml("concurrency: 64, per_host_concurrency: 4", "", &srcs),
+    );
+    let ran = h.pass(&c).await;
+    assert_eq!(ran.outcome.total(Decision::Keep), 40);
+    let peak = h.origin.max_in_flight();
+    assert!(peak <= 4, "{peak} requests in flight to one host");
+    assert!(peak >= 2, "probes do run in parallel ({peak})");
+}
+
+#[tokio::test]
+async fn an_origin_answering_429_is_backed_off_and_never_gone() {
+    let (srcs, _) = many(3, Behavior::Present);
+    let h = Harness::new(
+        &[],
+        Behavior::TooManyRequests {
+            retry_after_secs: 1,
+        },
+    )
+    .await;
+    let c = h.config(
+        "",
+        &watch_yaml(
+            "confirmations: 1, max_purge_fraction: 1.0, retries: 1",
+            "",
+            &srcs,
+        ),
+    );
+    let started = std::time::Instant::now();
+    let ran = h.pass(&c).await;
+    for s in &srcs {
+        assert_eq!(ran.decision(s), "skip");
+        assert_eq!(ran.record(s)["status"], 429);
+    }
+    assert!(h.api.calls().is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the retry waited for the origin's Retry-After"
+    );
+    assert_eq!(h.origin.total(), 6, "one try and one retry per source");
+}
