@@ -323,4 +323,63 @@ mod tests {
         );
         assert_eq!(j.next, None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn verdict() -> impl Strategy<Value = Verdict> {
+            prop_oneof![
+                Just(Verdict::Present),
+                Just(Verdict::Gone),
+                Just(Verdict::Inconclusive)
+            ]
+        }
+
+        proptest! {
+            /// Over any sequence of verdicts, with any guard or API failure
+            /// holding back any due purge: a purge happens only after
+            /// `confirmations` gone passes since the last present, never on
+            /// an inconclusive pass, at most once per episode, and always
+            /// once an episode has been gone long enough with nothing in the way.
+            #[test]
+            fn purges_follow_the_rules(
+                seq in proptest::collection::vec((verdict(), any::<bool>()), 0..60),
+                confirmations in 1u32..5,
+            ) {
+                let mut ep: Option<Episode> = None;
+                let mut gone_in_episode = 0u32;
+                let mut purged_in_episode = false;
+                for (i, (v, allowed)) in seq.iter().enumerate() {
+                    let o = obs(*v, Some(match v { Verdict::Present => 200, Verdict::Gone => 404, Verdict::Inconclusive => 503 }));
+                    let j = judge(&o, ep.as_ref(), confirmations, t(i as i64));
+                    match v {
+                        Verdict::Present => { gone_in_episode = 0; purged_in_episode = false; }
+                        Verdict::Gone => gone_in_episode += 1,
+                        Verdict::Inconclusive => {}
+                    }
+                    ep = j.next;
+                    match j.step {
+                        Step::Due => {
+                            prop_assert_eq!(*v, Verdict::Gone);
+                            prop_assert!(gone_in_episode >= confirmations);
+                            prop_assert!(!purged_in_episode, "due twice in one episode");
+                            if *allowed {
+                                mark_purged(ep.as_mut().unwrap(), t(i as i64));
+                                purged_in_episode = true;
+                            }
+                        }
+                        Step::AlreadyPurged => prop_assert!(purged_in_episode),
+                        Step::Pending => prop_assert!(gone_in_episode < confirmations),
+                        Step::Keep => prop_assert_eq!(*v, Verdict::Present),
+                        Step::Skip => prop_assert_eq!(*v, Verdict::Inconclusive),
+                    }
+                    // Nothing in the way and gone long enough: due or done.
+                    if *v == Verdict::Gone && gone_in_episode >= confirmations {
+                        prop_assert!(matches!(j.step, Step::Due | Step::AlreadyPurged));
+                    }
+                }
+            }
+        }
+    }
 }
