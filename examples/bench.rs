@@ -1,0 +1,306 @@
+//! The benchmark: how fast one pass probes, and how much memory it takes.
+//!
+//! For each size N it generates N sources (95% present, 5% gone: half 404,
+//! half 410) in an `images_file`, starts a loopback origin on its own thread
+//! and the fake Vercel API, and runs the real pass code:
+//!
+//! 1. loads and checks the config (start-up time),
+//! 2. one dry-run pass (like `once --dry-run`): probes/s, p50/p99 probe latency,
+//! 3. one real pass with `confirmations: 1`: API calls for the gone sources,
+//!
+//! with every decision logged (JSON, through a non-blocking writer) and
+//! reported (JSON Lines) to files. Each size runs in a child process so its
+//! peak RSS is its own. Beside it, a raw `HEAD` load generator (the same HTTP
+//! client with no logic) runs against the same origin, in its own child, for
+//! the ratio the performance issue asks for.
+//!
+//! ```text
+//! cargo run --release --example bench                 # N = 10k and 100k
+//! cargo run --release --example bench -- --million    # also N = 1M
+//! cargo run --release --example bench -- --sizes 50000
+//! ```
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use origin_watch::config::{Config, Token};
+use origin_watch::pass::{PassContext, PassObserver, run_pass};
+use origin_watch::policy::Decision;
+use origin_watch::probe::{Observation, Prober};
+use origin_watch::report::Reporter;
+use origin_watch::state::StateStore;
+use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
+use origin_watch::testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
+use origin_watch::vercel::VercelClient;
+use tokio_util::sync::CancellationToken;
+
+/// Probes in flight in the benchmark's config (and in the raw generator).
+const CONCURRENCY: usize = 128;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(n) = arg_value(&args, "--child") {
+        return child(n.parse().expect("--child N"));
+    }
+    if let Some(n) = arg_value(&args, "--raw") {
+        return raw(n.parse().expect("--raw N"));
+    }
+    let mut sizes: Vec<usize> = match arg_value(&args, "--sizes") {
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().parse().expect("--sizes N,N"))
+            .collect(),
+        None => vec![10_000, 100_000],
+    };
+    if args.iter().any(|a| a == "--million") {
+        sizes.push(1_000_000);
+    }
+
+    let exe = std::env::current_exe().expect("own path");
+    println!(
+        "origin-watch bench: {} cores, concurrency {CONCURRENCY}, per-host limit {CONCURRENCY}; 5% of sources gone",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>8} {:>10} {:>8}",
+        "sources",
+        "load s",
+        "probes/s",
+        "raw HEAD/s",
+        "ratio",
+        "p50 ms",
+        "p99 ms",
+        "peak MB",
+        "gone",
+        "API calls",
+        "wall s"
+    );
+    for n in sizes {
+        let raw_rate = run_child(&exe, "--raw", n)
+            .and_then(|l| l.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        let Some(line) = run_child(&exe, "--child", n) else {
+            println!("{n:>9} child failed");
+            continue;
+        };
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let probes_per_s: f64 = f[1].parse().unwrap_or(f64::NAN);
+        println!(
+            "{:>9} {:>9} {:>10} {:>10.0} {:>8.2} {:>8} {:>9} {:>9} {:>8} {:>10} {:>8}",
+            n,
+            f[0],
+            f[1],
+            raw_rate,
+            probes_per_s / raw_rate,
+            f[2],
+            f[3],
+            f[4],
+            f[5],
+            f[6],
+            f[7]
+        );
+    }
+}
+
+fn arg_value<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == key)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// Runs this benchmark as a child and returns its last stdout line.
+fn run_child(exe: &std::path::Path, mode: &str, n: usize) -> Option<String> {
+    let out = Command::new(exe)
+        .args([mode, &n.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8(out.stdout)
+        .ok()?
+        .lines()
+        .last()
+        .map(str::to_owned)
+}
+
+fn gone_behavior(i: usize) -> Option<Behavior> {
+    match i % 40 {
+        0 => Some(Behavior::Status(404)),
+        20 => Some(Behavior::Status(410)),
+        _ => None,
+    }
+}
+
+fn start_origin(n: usize) -> FakeOrigin {
+    let routes = (0..n).filter_map(|i| gone_behavior(i).map(|b| (format!("/img/{i}.png"), b)));
+    FakeOrigin::spawn_on_own_thread(routes, Behavior::Present).expect("origin starts")
+}
+
+/// Peak resident memory of this process, in MiB.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Probe latencies, in microseconds.
+#[derive(Default)]
+struct Latencies(Mutex<Vec<u32>>);
+
+impl PassObserver for Latencies {
+    fn probed(&self, _watch: &str, obs: &Observation) {
+        let us = obs.elapsed.as_micros().min(u32::MAX as u128) as u32;
+        self.0.lock().expect("latencies").push(us);
+    }
+}
+
+impl Latencies {
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let mut v = self.0.lock().expect("latencies").clone();
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.sort_unstable();
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i] as f64 / 1000.0
+    }
+}
+
+/// One size, measured in this (child) process.
+/// The client's runtime: `BENCH_RUNTIME=current` runs it on one thread.
+fn client_runtime() -> tokio::runtime::Runtime {
+    match std::env::var("BENCH_RUNTIME").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .expect("runtime")
+}
+
+fn child(n: usize) {
+    let origin = start_origin(n);
+    let dir = std::env::temp_dir().join(format!("origin-watch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    // Every decision is logged, as JSON, through a non-blocking writer that
+    // never drops a line.
+    let log = std::fs::File::create(dir.join("log.jsonl")).expect("log file");
+    let (writer, _guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(log);
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(writer)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+
+    let runtime = client_runtime();
+    let work = dir.clone();
+    let task = runtime.spawn(async move {
+        let dir = work;
+        let api = FakeVercel::start(FakeVercelConfig::new("bench"))
+            .await
+            .expect("fake api");
+        let mut images = std::io::BufWriter::new(
+            std::fs::File::create(dir.join("images.txt")).expect("images file"),
+        );
+        for i in 0..n {
+            writeln!(images, "/img/{i}.png").expect("write images");
+        }
+        images.flush().expect("flush images");
+        drop(images);
+        let yaml = format!(
+            "vercel: {{ api_base: '{}' }}\nstate: state.json\ndefaults: {{ confirmations: 1, concurrency: {CONCURRENCY}, per_host_concurrency: {CONCURRENCY}, max_purges_per_pass: {n}, retries: 0 }}\nwatches:\n  - {{ name: bench, project: bench, origin: '{}', images_file: images.txt }}\n",
+            api.base_url(),
+            origin.base_url()
+        );
+        let config_path = dir.join("watch.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+
+        let wall = Instant::now();
+        let started = Instant::now();
+        let config = Config::load(&config_path).expect("config");
+        let load_s = started.elapsed().as_secs_f64();
+
+        let latencies = Arc::new(Latencies::default());
+        let report = std::fs::File::create(dir.join("report.jsonl")).expect("report file");
+        let ctx = |vercel: Option<Arc<VercelClient>>, state: StateStore| PassContext {
+            prober: Arc::new(Prober::new().expect("client")),
+            vercel,
+            state: Arc::new(state),
+            reporter: Arc::new(Reporter::to_writer(Box::new(report.try_clone().expect("report")))),
+            observer: Some(latencies.clone() as Arc<dyn PassObserver>),
+        };
+        let cancel = CancellationToken::new();
+
+        let dry = ctx(None, StateStore::open_read_only(&config.state_path).expect("state"));
+        let started = Instant::now();
+        let outcome = run_pass(&dry, &config.watches, &cancel).await.expect("dry pass");
+        let dry_s = started.elapsed().as_secs_f64();
+        let probes = config.watches[0].probes.len() as f64;
+        let gone = outcome.watches[0].gone;
+        let (p50, p99) = (latencies.percentile_ms(0.5), latencies.percentile_ms(0.99));
+
+        let vercel = VercelClient::new(&config.vercel, Token::new("bench")).expect("client");
+        let real = ctx(Some(Arc::new(vercel)), StateStore::open(&config.state_path).expect("state"));
+        let outcome = run_pass(&real, &config.watches, &cancel).await.expect("real pass");
+        let purged = outcome.total(Decision::Purge);
+        let calls = api.calls().len();
+        assert_eq!(calls, purged.div_ceil(8), "purge calls are ceil(N/8)");
+
+        println!(
+            "{:.2} {:.0} {:.2} {:.2} {:.1} {} {} {:.1}",
+            load_s,
+            probes / dry_s,
+            p50,
+            p99,
+            peak_rss_mb(),
+            gone,
+            calls,
+            wall.elapsed().as_secs_f64()
+        );
+    });
+    runtime.block_on(task).expect("bench task");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The raw generator: the same HTTP client, `HEAD` to the same URLs, no logic.
+fn raw(n: usize) {
+    let origin = start_origin(n);
+    let runtime = client_runtime();
+    let task = runtime.spawn(async move {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .expect("client");
+        let base = origin.base_url();
+        let started = Instant::now();
+        let ok = futures::stream::iter(0..n)
+            .map(|i| {
+                let req = client
+                    .head(format!("{base}/img/{i}.png"))
+                    .timeout(Duration::from_secs(10));
+                async move { req.send().await.is_ok() }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .filter(|ok| futures::future::ready(*ok))
+            .count()
+            .await;
+        assert_eq!(ok, n, "every raw request answered");
+        n as f64 / started.elapsed().as_secs_f64()
+    });
+    let rate = runtime.block_on(task).expect("raw task");
+    println!("{rate:.0}");
+}
