@@ -14,7 +14,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_tracing(cli.global.log_format);
+    // Logs go through a non-blocking writer that never drops a line; the
+    // guard flushes it when main returns.
+    let _log_guard = install_tracing(cli.global.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,7 +31,18 @@ fn main() -> ExitCode {
     let exit = runtime.block_on(async {
         let cancel = CancellationToken::new();
         tokio::spawn(cancel_on_signal(cancel.clone()));
-        match app::execute(cli.command, &cli.global, cancel).await {
+        // On a worker thread, the pass and its connections share a scheduler
+        // instead of waking the main thread for every answer.
+        let (command, global) = (cli.command, cli.global);
+        let work = tokio::spawn(async move { app::execute(command, &global, cancel).await });
+        let result = match work.await {
+            Ok(result) => result,
+            Err(e) => {
+                eprintln!("origin-watch: error: {e}");
+                return Exit::PurgeFailed;
+            }
+        };
+        match result {
             Ok(exit) => exit,
             Err(e) => {
                 let e = anyhow::Error::new(e);
@@ -46,20 +59,24 @@ fn main() -> ExitCode {
     exit.into()
 }
 
-fn install_tracing(format: Option<LogFormat>) {
+fn install_tracing(format: Option<LogFormat>) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty
     } else {
         LogFormat::Json
     });
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
+    guard
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.

@@ -319,21 +319,18 @@ impl Prober {
     }
 
     fn host(&self, url: &Url, permits: usize) -> Arc<Host> {
-        let key = format!(
-            "{}:{}",
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default().unwrap_or(0)
-        );
+        // "scheme://host:port": a slice of the URL, so a lookup allocates nothing.
+        let key = &url[..url::Position::BeforePath];
         let mut hosts = self.hosts.lock().expect("hosts lock");
-        hosts
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Host {
-                    permits: Semaphore::new(permits.max(1)),
-                    not_before: Mutex::new(None),
-                })
-            })
-            .clone()
+        if let Some(h) = hosts.get(key) {
+            return h.clone();
+        }
+        let host = Arc::new(Host {
+            permits: Semaphore::new(permits.max(1)),
+            not_before: Mutex::new(None),
+        });
+        hosts.insert(key.to_owned(), host.clone());
+        host
     }
 }
 

@@ -103,9 +103,22 @@ impl Reporter {
     }
 }
 
-/// The time field of a report line.
+/// The time field of a report line (formatted once per second per thread).
 pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = Utc::now();
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != now.timestamp() {
+            *last = (
+                now.timestamp(),
+                now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            );
+        }
+        last.1.clone()
+    })
 }
 
 /// What one pass did for one watch.

@@ -681,7 +681,8 @@ mod tests {
             "Bearer wrong",
             "bearer test-token",
             "test-token",
-            "Bearer test-token ",
+            "Bearer  test-token",
+            "Bearer test-token2",
         ] {
             let wrong = client
                 .post(&url)
