@@ -16,6 +16,7 @@ use crate::exit::Exit;
 use crate::pass::{PassContext, PassOutcome, run_pass};
 use crate::probe::Prober;
 use crate::report::Reporter;
+use crate::shard::Shard;
 use crate::state::{StateError, StateStore};
 use crate::vercel::VercelClient;
 
@@ -63,6 +64,20 @@ pub fn load_config(global: &Global) -> Result<Config, ConfigError> {
         config.state_path = state.clone();
     }
     config.select(&global.watches)?;
+    let shard = match (global.shard, global.shards) {
+        (Some(shard), _) => Some(shard),
+        (None, Some(n)) => Some(
+            Shard::from_job_index(n, std::env::var("JOB_COMPLETION_INDEX").ok().as_deref())
+                .map_err(|problem| ConfigError::Invalid {
+                    origin: "command line".into(),
+                    problems: vec![format!("--shards {n}: {problem}")],
+                })?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(shard) = shard {
+        config.apply_shard(shard);
+    }
     Ok(config)
 }
 
@@ -149,6 +164,13 @@ pub fn print_outcome(outcome: &PassOutcome) {
 pub fn print_plan(config: &Config, out: &mut dyn Write) {
     let now = Utc::now();
     let _ = writeln!(out, "config ok: {} watch(es)", config.watches.len());
+    if let Some(shard) = config.shard {
+        let _ = writeln!(
+            out,
+            "shard: {shard} (sources whose probe URL hashes to {} mod {})",
+            shard.index, shard.count
+        );
+    }
     let _ = writeln!(out, "state: {}", display(&config.state_path));
     let token = match config.vercel.token_from_env() {
         Ok(_) => "set".to_owned(),

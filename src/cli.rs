@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::shard::Shard;
+
 /// Probes source images at their origin and purges Vercel's image cache for
 /// the ones that are gone (404/410 on enough consecutive passes).
 #[derive(Debug, Parser)]
@@ -40,6 +42,20 @@ pub struct Global {
     /// Only this watch (repeatable)
     #[arg(long = "watch", global = true, value_name = "NAME")]
     pub watches: Vec<String>,
+
+    /// Own only shard K of N of the sources (by a stable hash of the probe URL), e.g. 0/4
+    #[arg(
+        long,
+        global = true,
+        env = "ORIGIN_WATCH_SHARD",
+        value_name = "K/N",
+        conflicts_with = "shards"
+    )]
+    pub shard: Option<Shard>,
+
+    /// Shard count N, with K taken from JOB_COMPLETION_INDEX (Kubernetes Indexed Job)
+    #[arg(long, global = true, value_name = "N")]
+    pub shards: Option<u32>,
 
     /// Log format on stderr [default: pretty on a terminal, json otherwise]
     #[arg(long, global = true, value_enum)]

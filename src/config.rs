@@ -13,6 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::schedule::CronSchedule;
+use crate::shard::Shard;
 
 /// Vercel rejects source strings longer than this.
 pub const MAX_SOURCE_LEN: usize = 8192;
@@ -171,6 +172,8 @@ pub struct Config {
     pub vercel: VercelConfig,
     pub state_path: PathBuf,
     pub watches: Vec<Arc<Watch>>,
+    /// The shard this process owns, if any (see [`Config::apply_shard`]).
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +267,22 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// The same watch with no sources (for a shard to fill).
+    pub fn clone_without_sources(&self) -> Watch {
+        Watch {
+            name: self.name.clone(),
+            project: self.project.clone(),
+            team_id: self.team_id.clone(),
+            slug: self.slug.clone(),
+            origin: self.origin.clone(),
+            canary: self.canary.clone(),
+            rules: self.rules.clone(),
+            sources: Vec::new(),
+            probes: Vec::new(),
+            duplicates: self.duplicates,
+        }
+    }
+
     /// The sources that one probe answers for.
     pub fn sources_of(&self, probe: &ProbeTarget) -> &[Source] {
         let first = probe.first as usize;
@@ -312,6 +331,16 @@ impl Config {
                 origin: origin.to_owned(),
                 problems,
             })
+    }
+
+    /// Keeps only the sources this shard owns, and gives the shard its own
+    /// state file.
+    pub fn apply_shard(&mut self, shard: Shard) {
+        for w in &mut self.watches {
+            *w = Arc::new(shard.filter(w));
+        }
+        self.state_path = shard.state_path(&self.state_path);
+        self.shard = Some(shard);
     }
 
     /// Keeps only the named watches; an unknown name is an error.
@@ -390,6 +419,7 @@ impl<'a> Checker<'a> {
                 vercel,
                 state_path,
                 watches,
+                shard: None,
             }),
             _ => Err(self.problems),
         }

@@ -5,6 +5,7 @@
 //!
 //! - [`cli`]: the command line (clap derive); [`app`] wires the commands.
 //! - [`config`]: `watch.yaml`, parsed raw and then checked into a [`config::Config`].
+//! - [`shard`]: `--shard K/N`, a stable split of the sources between processes.
 //! - [`schedule`]: cron expressions; [`sidecar`] fires passes on them for `run`.
 //! - [`probe`]: HTTP probes of origin URLs into [`probe::Observation`]s; decides nothing.
 //! - [`policy`]: pure decisions from an observation and the previous state.
@@ -28,6 +29,7 @@ pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod schedule;
+pub mod shard;
 pub mod sidecar;
 pub mod state;
 pub mod testkit;

@@ -188,7 +188,9 @@ async fn observe(
         }
     };
 
-    let mut previous = ctx.state.take(&watch.name);
+    // A copy: until the pass puts its result back, the store (and any save
+    // made meanwhile, e.g. at a shutdown timeout) keeps the previous state.
+    let mut previous = ctx.state.get(&watch.name);
     let mut episodes = WatchState::new();
     let mut due = Vec::new();
     let confirmations = watch.rules.confirmations;

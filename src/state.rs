@@ -129,15 +129,7 @@ impl StateStore {
         self.lock.is_some()
     }
 
-    /// Takes a watch's episodes out for a pass; [`StateStore::put`] returns them.
-    pub fn take(&self, watch: &str) -> WatchState {
-        self.data
-            .lock()
-            .expect("state lock")
-            .remove(watch)
-            .unwrap_or_default()
-    }
-
+    /// Replaces a watch's episodes with the result of a pass.
     pub fn put(&self, watch: &str, episodes: WatchState) {
         let mut data = self.data.lock().expect("state lock");
         if episodes.is_empty() {
@@ -147,7 +139,7 @@ impl StateStore {
         }
     }
 
-    /// A copy of a watch's episodes.
+    /// A copy of a watch's episodes, for a pass to work on.
     pub fn get(&self, watch: &str) -> WatchState {
         self.data
             .lock()

@@ -1,0 +1,224 @@
+//! Sharding: `--shard K/N` makes a process own only the sources whose probe
+//! URL hashes to K modulo N, so N processes (e.g. a Kubernetes Indexed Job)
+//! split a large watch list between them. The hash is FNV-1a (64 bit) over
+//! the probe URL's bytes: defined here, not by a library or the platform, so
+//! it never changes between releases. Aliases share a probe URL and so
+//! always land in the same shard. Each shard keeps its own state file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::config::{ProbeTarget, Source, Watch};
+
+/// One shard of N (K is 0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let (k, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("shard {s:?} is not K/N (e.g. 0/4)"))?;
+        let index: u32 = k
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard {s:?}: K is not a number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard {s:?}: N is not a number"))?;
+        Shard::new(index, count)
+    }
+}
+
+impl Shard {
+    pub fn new(index: u32, count: u32) -> Result<Shard, String> {
+        if count == 0 {
+            return Err("shard count N must be at least 1".into());
+        }
+        if index >= count {
+            return Err(format!(
+                "shard index {index} is not below the shard count {count} (K counts from 0)"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard of `--shards N`, with K from Kubernetes' `JOB_COMPLETION_INDEX`.
+    pub fn from_job_index(count: u32, job_index: Option<&str>) -> Result<Shard, String> {
+        let k = job_index.ok_or(
+            "--shards needs JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job); use --shard K/N elsewhere",
+        )?;
+        let index = k
+            .trim()
+            .parse()
+            .map_err(|_| format!("JOB_COMPLETION_INDEX {k:?} is not a number"))?;
+        Shard::new(index, count)
+    }
+
+    pub fn owns(&self, probe_url: &str) -> bool {
+        fnv1a(probe_url.as_bytes()) % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// The shard's own state file: `state.json` -> `state.shard-2-of-4.json`.
+    pub fn state_path(&self, path: &Path) -> PathBuf {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "state".into());
+        let name = match path.extension() {
+            Some(ext) => format!(
+                "{stem}.shard-{}-of-{}.{}",
+                self.index,
+                self.count,
+                ext.to_string_lossy()
+            ),
+            None => format!("{stem}.shard-{}-of-{}", self.index, self.count),
+        };
+        path.with_file_name(name)
+    }
+
+    /// The part of a watch this shard owns.
+    pub fn filter(&self, watch: &Watch) -> Watch {
+        let mut sources: Vec<Source> = Vec::new();
+        let mut probes: Vec<ProbeTarget> = Vec::new();
+        for probe in watch.probes.iter().filter(|p| self.owns(&p.url)) {
+            let index = probes.len() as u32;
+            probes.push(ProbeTarget {
+                url: probe.url.clone(),
+                first: sources.len() as u32,
+                count: probe.count,
+            });
+            sources.extend(watch.sources_of(probe).iter().map(|s| Source {
+                src: s.src.clone(),
+                probe: index,
+            }));
+        }
+        Watch {
+            sources,
+            probes,
+            ..watch.clone_without_sources()
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: small, fast, and fixed by its definition.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn parses_k_of_n() {
+        assert_eq!("2/4".parse::<Shard>(), Ok(Shard { index: 2, count: 4 }));
+        assert!("4/4".parse::<Shard>().unwrap_err().contains("not below"));
+        assert!("1/0".parse::<Shard>().is_err());
+        assert!("x".parse::<Shard>().is_err());
+        assert_eq!(
+            Shard::from_job_index(3, Some("1")),
+            Ok(Shard { index: 1, count: 3 })
+        );
+        assert!(
+            Shard::from_job_index(3, None)
+                .unwrap_err()
+                .contains("JOB_COMPLETION_INDEX")
+        );
+    }
+
+    /// The hash is part of the product: a change would move every source to
+    /// another shard (and away from its state). These values must not change.
+    #[test]
+    fn the_hash_is_pinned() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        // The published FNV-1a 64 test vector.
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let table = [
+            ("https://my-next-app.vercel.app/images/hero.png", 4, 1),
+            ("https://my-next-app.vercel.app/images/logo.png", 4, 2),
+            ("https://images.example.com/photo.jpg", 4, 1),
+            ("https://origin.example.com/avatars/1.png", 4, 3),
+            ("https://my-next-app.vercel.app/images/hero.png", 7, 5),
+            ("https://images.example.com/photo.jpg", 7, 1),
+        ];
+        for (url, n, k) in table {
+            assert_eq!(
+                fnv1a(url.as_bytes()) % n,
+                k,
+                "{url} mod {n} moved to another shard"
+            );
+        }
+    }
+
+    #[test]
+    fn shards_partition_the_sources_exactly() {
+        let images: Vec<String> = (0..500).map(|i| format!("/img/{i}.png")).collect();
+        let c = Config::from_yaml(&format!(
+            "watches:\n  - name: s\n    project: p\n    origin: https://e.com\n    images: {images:?}\n"
+        ))
+        .unwrap();
+        let w = &c.watches[0];
+        for n in [1, 2, 3, 4, 7, 16] {
+            let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+            for k in 0..n {
+                let part = Shard::new(k, n).unwrap().filter(w);
+                for s in &part.sources {
+                    assert_eq!(
+                        &*part.probes[s.probe as usize].url,
+                        format!("https://e.com{}", s.src)
+                    );
+                    *seen.entry(s.src.to_string()).or_default() += 1;
+                }
+            }
+            assert_eq!(seen.len(), 500, "none lost with {n} shards");
+            assert!(seen.values().all(|c| *c == 1), "each once with {n} shards");
+        }
+    }
+
+    #[test]
+    fn aliases_stay_together() {
+        let c = Config::from_yaml(
+            "watches:\n  - name: s\n    project: p\n    origin: https://e.com\n    images: [/a.png, { src: /alias.png, probe: https://e.com/a.png }, /b.png, /c.png]\n",
+        )
+        .unwrap();
+        for k in 0..3 {
+            let part = Shard::new(k, 3).unwrap().filter(&c.watches[0]);
+            let srcs: Vec<&str> = part.sources.iter().map(|s| &*s.src).collect();
+            assert_eq!(srcs.contains(&"/a.png"), srcs.contains(&"/alias.png"));
+        }
+    }
+
+    #[test]
+    fn each_shard_has_its_own_state_file() {
+        let s = Shard::new(2, 4).unwrap();
+        assert_eq!(
+            s.state_path(Path::new("/var/lib/ow/state.json")),
+            Path::new("/var/lib/ow/state.shard-2-of-4.json")
+        );
+        assert_eq!(
+            s.state_path(Path::new("state")),
+            Path::new("state.shard-2-of-4")
+        );
+    }
+}
