@@ -3,7 +3,7 @@
 //! only parses the command line, installs logging and signals, and maps the
 //! result to an exit code.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::exit::Exit;
 use crate::pass::{PassContext, PassOutcome, run_pass};
 use crate::probe::Prober;
+use crate::progress::Progress;
 use crate::report::Reporter;
 use crate::shard::Shard;
 use crate::state::{StateError, StateStore};
@@ -87,34 +88,67 @@ pub async fn execute(
     global: &Global,
     cancel: CancellationToken,
 ) -> Result<Exit, AppError> {
+    match command {
+        // Written whole to a buffer first: a closed pipe (`| head`) is then
+        // an ignored write error, not a panic inside the generator.
+        Command::Completions { shell } => {
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "origin-watch", &mut out);
+            let _ = std::io::stdout().write_all(&out);
+            return Ok(Exit::Ok);
+        }
+        Command::Man => {
+            let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .expect("rendering to memory cannot fail");
+            let _ = std::io::stdout().write_all(&out);
+            return Ok(Exit::Ok);
+        }
+        _ => {}
+    }
     let config = load_config(global)?;
     match command {
+        Command::Completions { .. } | Command::Man => Ok(Exit::Ok),
         Command::Check => {
             print_plan(&config, &mut std::io::stdout().lock());
             Ok(Exit::Ok)
         }
-        Command::Once(args) => {
-            let ctx = context(&config, &args)?;
-            let outcome = run_pass(&ctx, &config.watches, &cancel)
-                .await
-                .map_err(AppError::StateSave)?;
-            print_outcome(&outcome);
-            Ok(outcome.exit())
-        }
+        Command::Once(args) => one_pass(&config, &args, &cancel).await,
         Command::Audit(report) => {
             let args = PassArgs {
                 dry_run: true,
                 report,
             };
-            let ctx = context(&config, &args)?;
-            let outcome = run_pass(&ctx, &config.watches, &cancel)
-                .await
-                .map_err(AppError::StateSave)?;
-            print_outcome(&outcome);
-            Ok(outcome.exit())
+            one_pass(&config, &args, &cancel).await
         }
         Command::Run(args) => crate::sidecar::sidecar(config, global, args, cancel).await,
     }
+}
+
+/// `once` and `audit`: one pass, with a progress bar when stderr is a terminal.
+async fn one_pass(
+    config: &Config,
+    args: &PassArgs,
+    cancel: &CancellationToken,
+) -> Result<Exit, AppError> {
+    let mut ctx = context(config, args)?;
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let probes = config.watches.iter().map(|w| w.probes.len() as u64).sum();
+        Arc::new(Progress::new(probes))
+    });
+    if let Some(p) = &progress {
+        ctx.observer = Some(p.clone());
+    }
+    let outcome = run_pass(&ctx, &config.watches, cancel).await;
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    let outcome = outcome.map_err(AppError::StateSave)?;
+    print_outcome(&outcome);
+    Ok(outcome.exit())
 }
 
 /// Builds what a pass needs. Without `--dry-run` this needs the token and

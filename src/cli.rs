@@ -72,6 +72,13 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the config and print the plan (images per watch, next fire times); no network
     Check,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@
 //! - [`vercel`]: the purge API client (batches of at most 8, retries, error mapping).
 //! - [`state`]: the versioned state file, atomic saves and the single-writer lock.
 //! - [`pass`]: one pass over one or more watches: probe, decide, guard, purge, save, report.
+//! - [`progress`]: the terminal progress bar of `once` and `audit`.
 //! - [`report`]: decision records as JSON Lines and the human summary.
 //! - [`metrics`]: Prometheus metrics and `/healthz` for `run --listen`.
 //! - [`exit`]: the exit codes.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod pass;
 pub mod policy;
 pub mod probe;
+pub mod progress;
 pub mod report;
 pub mod schedule;
 pub mod shard;

@@ -68,7 +68,7 @@ fn install_tracing(format: Option<LogFormat>) -> tracing_appender::non_blocking:
     });
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(origin_watch::progress::StderrAboveBar);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
