@@ -56,11 +56,16 @@ pub struct PassOutcome {
 
 impl PassOutcome {
     /// The exit code per the contract: 3 when a guard raised an alarm (it
-    /// wins over 1, since it asks for a person), 1 when a purge call failed.
+    /// wins over 1, since it asks for a person), 1 when a purge call failed
+    /// or a signal cut the pass short (what was due is purged next pass).
     pub fn exit(&self) -> Exit {
         if self.watches.iter().any(|w| w.guard_alarm.is_some()) {
             Exit::Withheld
-        } else if self.watches.iter().any(|w| w.count(Decision::Failed) > 0) {
+        } else if self
+            .watches
+            .iter()
+            .any(|w| w.count(Decision::Failed) > 0 || w.interrupted)
+        {
             Exit::PurgeFailed
         } else {
             Exit::Ok

@@ -546,3 +546,50 @@ async fn sources_removed_from_the_config_are_forgotten() {
     assert!(!text.contains("/gone.png"), "{text}");
     assert!(text.contains("/retired.png"), "{text}");
 }
+
+#[tokio::test]
+async fn a_cancelled_pass_starts_no_purge_and_keeps_what_it_knew() {
+    let h = Harness::new(
+        &[("/slow.png", Behavior::Slow(Duration::from_secs(5)))],
+        Behavior::Status(404),
+    )
+    .await;
+    let c = h.config(
+        "",
+        "defaults: { confirmations: 1, max_purge_fraction: 1.0, concurrency: 1 }\nwatches:\n  - { name: s, project: p, origin: '{origin}', images: [/gone.png, /slow.png, /later.png] }\n",
+    );
+    // A first pass marks /later.png gone (and purges it); its episode must survive.
+    h.origin.set("/slow.png", Behavior::Present);
+    h.pass(&c).await;
+    assert_eq!(h.api.purged().len(), 2);
+    h.origin
+        .set("/slow.png", Behavior::Slow(Duration::from_secs(5)));
+
+    let (ctx, _lines) = h.context(&c, false, TOKEN);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.cancel();
+    });
+    let started = std::time::Instant::now();
+    let outcome = origin_watch::pass::run_pass(&ctx, &c.watches, &cancel)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cancellation stops probing"
+    );
+    assert!(outcome.interrupted());
+    assert_eq!(outcome.exit(), Exit::PurgeFailed);
+    assert_eq!(
+        h.api.calls().len(),
+        1,
+        "no new purge call after cancellation"
+    );
+    let text = std::fs::read_to_string(h.state_path()).unwrap();
+    assert!(
+        text.contains("/later.png") && text.contains("purged_at"),
+        "{text}"
+    );
+}
