@@ -39,6 +39,10 @@ pub enum ConfigError {
         "vercel.token_env: environment variable {var} is not set or empty; it must hold the Vercel token (audit and --dry-run do not need it)"
     )]
     MissingToken { var: String },
+    #[error(
+        "vercel.token_env: environment variable {var} holds characters a bearer token cannot have (control or non-ASCII)"
+    )]
+    BadToken { var: String },
 }
 
 // ---------------------------------------------------------------------------
@@ -194,6 +198,25 @@ impl Token {
     pub fn new(secret: impl Into<String>) -> Self {
         Token(secret.into())
     }
+
+    /// Checks the value of the environment variable `var`.
+    pub fn from_var(var: &str, value: Option<String>) -> Result<Token, ConfigError> {
+        let token = match value {
+            Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
+            _ => {
+                return Err(ConfigError::MissingToken {
+                    var: var.to_owned(),
+                });
+            }
+        };
+        // It goes into an HTTP header: say so now rather than fail mid-pass.
+        if token.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
+            return Err(ConfigError::BadToken {
+                var: var.to_owned(),
+            });
+        }
+        Ok(Token(token))
+    }
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -208,12 +231,7 @@ impl fmt::Debug for Token {
 impl VercelConfig {
     /// Reads the token from the environment variable named by `token_env`.
     pub fn token_from_env(&self) -> Result<Token, ConfigError> {
-        match std::env::var(&self.token_env) {
-            Ok(t) if !t.trim().is_empty() => Ok(Token(t.trim().to_owned())),
-            _ => Err(ConfigError::MissingToken {
-                var: self.token_env.clone(),
-            }),
-        }
+        Token::from_var(&self.token_env, std::env::var(&self.token_env).ok())
     }
 }
 
@@ -252,7 +270,8 @@ pub struct ProbeTarget {
 pub struct Watch {
     pub name: String,
     pub project: String,
-    /// The effective team and slug (the watch's own, else `vercel:`'s).
+    /// The effective team and slug: the watch's own if it names either,
+    /// else both of `vercel:`.
     pub team_id: Option<String>,
     pub slug: Option<String>,
     pub origin: Option<String>,
@@ -405,9 +424,12 @@ impl<'a> Checker<'a> {
                 self.problem(format!("{label}.name: duplicate watch name {n:?}"));
             }
             if let Some(mut watch) = self.watch(&label, &raw.defaults, w) {
-                // A watch's team and slug default to the `vercel:` ones.
-                watch.team_id = watch.team_id.or_else(|| team_id.clone());
-                watch.slug = watch.slug.or_else(|| slug.clone());
+                // A watch that names its team (by id or slug) takes neither
+                // from `vercel:`; otherwise it takes both.
+                if watch.team_id.is_none() && watch.slug.is_none() {
+                    watch.team_id = team_id.clone();
+                    watch.slug = slug.clone();
+                }
                 watches.push(Arc::new(watch));
             }
         }
@@ -935,6 +957,43 @@ watches:
         .unwrap();
         let e = c.vercel.token_from_env().unwrap_err().to_string();
         assert!(e.contains("OW_TEST_SURELY_UNSET"), "{e}");
+    }
+
+    #[test]
+    fn a_watch_naming_its_team_inherits_neither_team_nor_slug() {
+        let c = Config::from_yaml(
+            "
+vercel: { team_id: team_1, slug: my-team }
+watches:
+  - { name: a, project: p, origin: 'https://e.com', images: [/a.png] }
+  - { name: b, project: p, origin: 'https://e.com', team_id: team_2, images: [/a.png] }
+",
+        )
+        .unwrap();
+        let (a, b) = (&c.watches[0], &c.watches[1]);
+        assert_eq!(
+            (a.team_id.as_deref(), a.slug.as_deref()),
+            (Some("team_1"), Some("my-team"))
+        );
+        assert_eq!(
+            (b.team_id.as_deref(), b.slug.as_deref()),
+            (Some("team_2"), None)
+        );
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_refused_without_showing_it() {
+        let e = Token::from_var("MY_TOKEN", Some("tok\nsecret".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MY_TOKEN") && !e.contains("secret"), "{e}");
+        assert!(Token::from_var("MY_TOKEN", Some("  ".into())).is_err());
+        assert_eq!(
+            Token::from_var("MY_TOKEN", Some(" t0k ".into()))
+                .unwrap()
+                .expose(),
+            "t0k"
+        );
     }
 
     #[test]

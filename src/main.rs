@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go through a non-blocking writer that never drops a line; the
     // guard flushes it when main returns.
-    let _log_guard = install_tracing(cli.global.log_format);
+    let (log_format, _log_guard) = install_tracing(cli.global.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -46,7 +46,10 @@ fn main() -> ExitCode {
             Ok(exit) => exit,
             Err(e) => {
                 let e = anyhow::Error::new(e);
-                tracing::error!(error = format!("{e:#}"), "origin-watch failed");
+                // Log collectors read the JSON event; people read the plain line.
+                if log_format == LogFormat::Json {
+                    tracing::error!(error = format!("{e:#}"), "origin-watch failed");
+                }
                 eprintln!("origin-watch: error: {e:#}");
                 e.downcast_ref::<app::AppError>()
                     .map(app::AppError::exit)
@@ -59,7 +62,9 @@ fn main() -> ExitCode {
     exit.into()
 }
 
-fn install_tracing(format: Option<LogFormat>) -> tracing_appender::non_blocking::WorkerGuard {
+fn install_tracing(
+    format: Option<LogFormat>,
+) -> (LogFormat, tracing_appender::non_blocking::WorkerGuard) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty
@@ -76,7 +81,7 @@ fn install_tracing(format: Option<LogFormat>) -> tracing_appender::non_blocking:
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
-    guard
+    (format, guard)
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.

@@ -20,7 +20,7 @@ use crate::policy::{self, Decision, Step};
 use crate::probe::{Observation, ProbeRules, Prober, Verdict};
 use crate::report::{Record, Reporter, WatchSummary, now_rfc3339};
 use crate::state::{StateError, StateStore, WatchState};
-use crate::vercel::{PurgeTarget, VercelClient};
+use crate::vercel::{PurgeError, PurgeTarget, VercelClient};
 
 /// What a pass needs from the outside world.
 pub struct PassContext {
@@ -326,9 +326,10 @@ async fn purge(
     cancel: &CancellationToken,
     now: DateTime<Utc>,
 ) {
-    let interrupted = works.iter().any(|w| w.summary.interrupted);
+    let interrupted = works.iter().any(|w| w.summary.interrupted) || cancel.is_cancelled();
     let mut targets: BTreeMap<PurgeTarget, Vec<(usize, usize)>> = BTreeMap::new();
     for (wi, work) in works.iter_mut().enumerate() {
+        let mut held_for_shutdown = false;
         let target = PurgeTarget {
             project: work.watch.project.clone(),
             team_id: work.watch.team_id.clone(),
@@ -340,7 +341,8 @@ async fn purge(
             }
             if ctx.vercel.is_none() {
                 due.decision = Some((Decision::WouldPurge, due.reason.clone()));
-            } else if interrupted || cancel.is_cancelled() {
+            } else if interrupted {
+                held_for_shutdown = true;
                 due.decision = Some((
                     Decision::Withheld,
                     format!("{}; shutting down, no new purge calls", due.reason),
@@ -349,17 +351,36 @@ async fn purge(
                 targets.entry(target.clone()).or_default().push((wi, di));
             }
         }
+        work.summary.interrupted |= held_for_shutdown;
     }
     let Some(vercel) = &ctx.vercel else { return };
 
+    // A 401, 402 or 403 stops every purge of that project in this pass, in
+    // whichever team or slug it was asked.
+    let mut stopped: BTreeMap<String, PurgeError> = BTreeMap::new();
     for (target, items) in targets {
         let sources: Vec<Arc<str>> = items
             .iter()
             .map(|&(wi, di)| works[wi].due[di].src.clone())
             .collect();
+        if let Some(e) = stopped.get(&target.project) {
+            let not_sent = PurgeError::NotSent(e.to_string());
+            for &(wi, di) in &items {
+                let due = &mut works[wi].due[di];
+                let why = format!("{}; purge failed: {not_sent}", due.reason);
+                due.decision = Some((Decision::Failed, why));
+            }
+            continue;
+        }
         let results = vercel.purge(&target, &sources, cancel).await;
         let mut items = items.iter();
         for batch in results {
+            if let Err(
+                e @ (PurgeError::Unauthorized { .. } | PurgeError::PlanLacksFeature { .. }),
+            ) = &batch.outcome
+            {
+                stopped.insert(target.project.clone(), e.clone());
+            }
             if let Some(o) = &ctx.observer {
                 o.purge_call(&target.project, batch.outcome.is_ok(), batch.calls);
             }

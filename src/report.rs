@@ -65,7 +65,6 @@ impl Reporter {
 
     /// Logs a decision and writes its report line.
     pub fn emit(&self, r: &Record<'_>) {
-        let status = r.status.map(i64::from).unwrap_or(-1);
         macro_rules! event {
             ($level:expr) => {
                 tracing::event!(
@@ -74,7 +73,7 @@ impl Reporter {
                     project = r.project,
                     src = r.src,
                     probe = r.probe,
-                    status,
+                    status = r.status,
                     verdict = r.verdict.as_str(),
                     decision = r.decision.as_str(),
                     reason = r.reason,

@@ -139,9 +139,7 @@ pub async fn sidecar(
                 let outcome = run_pass(&ctx, std::slice::from_ref(&watch), &shutdown).await;
                 match outcome {
                     Ok(o) => {
-                        for w in &o.watches {
-                            tracing::info!(watch = %w.watch, summary = %w, "pass done");
-                        }
+                        crate::app::print_outcome(&o);
                         health.pass_done(&watch.name, o.exit());
                     }
                     Err(e) => {
@@ -155,7 +153,7 @@ pub async fn sidecar(
 
     let mut config = config;
     let mut hup = hangup_signal();
-    loop {
+    'serve: loop {
         for w in &config.watches {
             metrics.sources(&w.name, w.sources.len());
         }
@@ -178,22 +176,24 @@ pub async fn sidecar(
             ));
         }
         health.set_alive(true);
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = hup.recv() => {
-                match load_config(global) {
+        // Wait for a signal; only a valid reload restarts the loops.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'serve,
+                _ = hup.recv() => match load_config(global) {
                     Ok(mut new) => {
-                        // The state file and the lock stay those of the first config.
+                        // The state file and its lock stay those of the first config.
                         new.state_path = config.state_path.clone();
                         tracing::info!(watches = new.watches.len(), "config reloaded; it applies from each watch's next fire");
                         loops.cancel();
                         health.retain(&new.watches.iter().map(|w| w.name.clone()).collect::<Vec<_>>());
                         config = new;
+                        continue 'serve;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "config reload failed; the old config keeps running");
                     }
-                }
+                },
             }
         }
     }

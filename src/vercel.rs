@@ -243,7 +243,8 @@ impl VercelClient {
                         attempt = calls,
                         "purge call"
                     );
-                    if status.is_success() {
+                    // The contract: marked purged only after a 200.
+                    if status == StatusCode::OK {
                         return (calls, Ok(()));
                     }
                     let message = error_message(status, &resp.text().await.unwrap_or_default());

@@ -593,3 +593,39 @@ async fn a_cancelled_pass_starts_no_purge_and_keeps_what_it_knew() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_rejected_token_stops_the_project_in_every_team() {
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let c = h.config(
+        "",
+        "
+defaults: { confirmations: 1, max_purge_fraction: 1.0 }
+watches:
+  - { name: a, project: shop, origin: '{origin}', images: [/a.png] }
+  - { name: b, project: shop, team_id: team_2, origin: '{origin}', images: [/b.png] }
+  - { name: c, project: blog, origin: '{origin}', images: [/c.png] }
+",
+    );
+    let ran = h.pass_with(&c, false, "not-the-token").await;
+    // One call for blog, one for the first shop target; the second shop target is not sent.
+    let projects: Vec<String> = h
+        .api
+        .calls()
+        .iter()
+        .map(|c| c.query_value("projectIdOrName").unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        projects.iter().filter(|p| *p == "shop").count(),
+        1,
+        "{projects:?}"
+    );
+    assert_eq!(
+        projects.iter().filter(|p| *p == "blog").count(),
+        1,
+        "{projects:?}"
+    );
+    for src in ["/a.png", "/b.png", "/c.png"] {
+        assert_eq!(ran.decision(src), "failed");
+    }
+}
