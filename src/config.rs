@@ -3,7 +3,8 @@
 //! it is usable: cron parsed, durations typed, probe URLs joined, sources
 //! checked against Vercel's limits, aliases grouped.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +16,7 @@ use url::Url;
 use crate::schedule::CronSchedule;
 use crate::shard::Shard;
 
-/// Vercel rejects source strings longer than this.
-pub const MAX_SOURCE_LEN: usize = 8192;
+pub use crate::sources::{MAX_SOURCE_LEN, ProbeTarget, ProbeUrl, Source};
 /// The largest `revalidationDeadlineSeconds` the API accepts (one year).
 pub const MAX_DEADLINE_SECONDS: u64 = 31_536_000;
 
@@ -250,22 +250,6 @@ pub struct Rules {
     pub max_purges_per_pass: usize,
 }
 
-/// One source image: the exact string sent to Vercel, and which probe URL
-/// answers for it (several sources may share one: aliases).
-#[derive(Debug, Clone)]
-pub struct Source {
-    pub src: Arc<str>,
-    pub probe: u32,
-}
-
-/// A unique probe URL of a watch and the range of `Watch::sources` that share it.
-#[derive(Debug, Clone)]
-pub struct ProbeTarget {
-    pub url: Arc<str>,
-    pub first: u32,
-    pub count: u32,
-}
-
 #[derive(Debug, Clone)]
 pub struct Watch {
     pub name: String,
@@ -306,6 +290,11 @@ impl Watch {
     pub fn sources_of(&self, probe: &ProbeTarget) -> &[Source] {
         let first = probe.first as usize;
         &self.sources[first..first + probe.count as usize]
+    }
+
+    /// The URL a probe target is probed at.
+    pub fn probe_url<'a>(&'a self, probe: &'a ProbeTarget) -> Cow<'a, str> {
+        crate::sources::probe_url(&self.sources, self.origin.as_deref(), probe)
     }
 }
 
@@ -635,12 +624,14 @@ impl<'a> Checker<'a> {
             },
         };
 
-        let mut raw_images: Vec<(String, RawImage)> = w
-            .images
-            .iter()
-            .enumerate()
-            .map(|(i, img)| (format!("{label}.images[{i}]"), img.clone()))
-            .collect();
+        let mut list = crate::sources::Builder::new(origin.as_deref());
+        for (i, img) in w.images.iter().enumerate() {
+            list.add(
+                &|| format!("{label}.images[{i}]"),
+                &img.src,
+                img.probe.as_deref(),
+            );
+        }
         if let Some(file) = &w.images_file {
             let path = self.base.join(file);
             match std::fs::read_to_string(&path) {
@@ -650,13 +641,7 @@ impl<'a> Checker<'a> {
                         if line.is_empty() || line.starts_with('#') {
                             continue;
                         }
-                        raw_images.push((
-                            format!("{} line {}", path.display(), n + 1),
-                            RawImage {
-                                src: line.to_owned(),
-                                probe: None,
-                            },
-                        ));
+                        list.add(&|| format!("{} line {}", path.display(), n + 1), line, None);
                     }
                 }
                 Err(e) => self.problem(format!(
@@ -665,68 +650,26 @@ impl<'a> Checker<'a> {
                 )),
             }
         }
-        if raw_images.is_empty() && w.images_file.is_none() {
+        if w.images.is_empty() && w.images_file.is_none() {
             self.problem(format!(
                 "{label}: no images (give `images` or `images_file`)"
             ));
         }
+        let (list, problems) = list.finish();
+        self.problems.extend(problems);
 
-        let canary = w.canary.as_ref().and_then(|c| {
-            self.probe_url(&format!("{label}.canary"), c, None, origin.as_deref())
-                .map(Arc::from)
-        });
-
-        // Group sources by probe URL so that aliases are contiguous.
-        let mut group_of: HashMap<Arc<str>, usize> = HashMap::with_capacity(raw_images.len());
-        let mut groups: Vec<(Arc<str>, Vec<Arc<str>>)> = Vec::new();
-        let mut seen: HashSet<Arc<str>> = HashSet::with_capacity(raw_images.len());
-        let mut duplicates = 0;
-        for (at, img) in raw_images {
-            if img.src.is_empty() {
-                self.problem(format!("{at}: empty source"));
-                continue;
+        let canary = match w
+            .canary
+            .as_deref()
+            .map(|c| crate::sources::resolve(c, origin.as_deref()))
+        {
+            None => None,
+            Some(Ok(url)) => Some(Arc::from(url)),
+            Some(Err(why)) => {
+                self.problem(format!("{label}.canary: {why}"));
+                None
             }
-            if img.src.len() > MAX_SOURCE_LEN {
-                self.problem(format!(
-                    "{at}: source is {} characters, over Vercel's limit of {MAX_SOURCE_LEN} ({}...)",
-                    img.src.len(),
-                    &img.src[..img.src.floor_char_boundary(60)]
-                ));
-                continue;
-            }
-            let Some(probe) =
-                self.probe_url(&at, &img.src, img.probe.as_deref(), origin.as_deref())
-            else {
-                continue;
-            };
-            let src: Arc<str> = Arc::from(img.src);
-            if !seen.insert(src.clone()) {
-                duplicates += 1;
-                continue;
-            }
-            let probe: Arc<str> = Arc::from(probe);
-            let g = *group_of.entry(probe.clone()).or_insert_with(|| {
-                groups.push((probe, Vec::new()));
-                groups.len() - 1
-            });
-            groups[g].1.push(src);
-        }
-        drop(group_of);
-        drop(seen);
-
-        let mut sources = Vec::new();
-        let mut probes = Vec::with_capacity(groups.len());
-        for (i, (url, srcs)) in groups.into_iter().enumerate() {
-            probes.push(ProbeTarget {
-                url,
-                first: sources.len() as u32,
-                count: srcs.len() as u32,
-            });
-            sources.extend(srcs.into_iter().map(|src| Source {
-                src,
-                probe: i as u32,
-            }));
-        }
+        };
 
         if self.problems.len() > before {
             return None;
@@ -739,56 +682,10 @@ impl<'a> Checker<'a> {
             origin,
             canary,
             rules: rules?,
-            sources,
-            probes,
-            duplicates,
+            sources: list.sources,
+            probes: list.probes,
+            duplicates: list.duplicates,
         })
-    }
-
-    /// The URL that answers for `src`: an explicit `probe`, the source itself
-    /// when it is absolute, or `origin` + path.
-    fn probe_url(
-        &mut self,
-        at: &str,
-        src: &str,
-        probe: Option<&str>,
-        origin: Option<&str>,
-    ) -> Option<String> {
-        let candidate = if let Some(p) = probe {
-            p.to_owned()
-        } else if src.starts_with("http://") || src.starts_with("https://") {
-            src.to_owned()
-        } else if src.starts_with('/') {
-            match origin {
-                Some(o) => format!("{o}{src}"),
-                None => {
-                    self.problem(format!(
-                        "{at}: path-style source {src:?} needs the watch's `origin` (or an explicit `probe`)"
-                    ));
-                    return None;
-                }
-            }
-        } else {
-            self.problem(format!(
-                "{at}: source {src:?} must be a path starting with / or an absolute http(s) URL"
-            ));
-            return None;
-        };
-        match Url::parse(&candidate) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                Some(u.to_string())
-            }
-            Ok(_) => {
-                self.problem(format!(
-                    "{at}: probe URL {candidate:?} is not an http(s) URL"
-                ));
-                None
-            }
-            Err(e) => {
-                self.problem(format!("{at}: probe URL {candidate:?} is not a URL: {e}"));
-                None
-            }
-        }
     }
 }
 
@@ -896,7 +793,8 @@ watches:
         assert_eq!(c.watches[0].rules.confirmations, 3);
         assert_eq!(c.watches[1].rules.confirmations, 1);
         assert_eq!(c.watches[1].rules.timeout, Duration::from_secs(2));
-        assert_eq!(&*c.watches[0].probes[0].url, "https://e.com/a.png");
+        let w = &c.watches[0];
+        assert_eq!(w.probe_url(&w.probes[0]), "https://e.com/a.png");
         assert_eq!(c.vercel.revalidation_deadline_seconds, Some(60));
     }
 

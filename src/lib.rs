@@ -4,7 +4,8 @@
 //! Data flows one way, and the modules are listed in that order:
 //!
 //! - [`cli`]: the command line (clap derive); [`app`] wires the commands.
-//! - [`config`]: `watch.yaml`, parsed raw and then checked into a [`config::Config`].
+//! - [`config`]: `watch.yaml`, parsed raw and then checked into a [`config::Config`];
+//!   [`sources`] turns a watch's images into deduplicated, alias-grouped probe targets.
 //! - [`shard`]: `--shard K/N`, a stable split of the sources between processes.
 //! - [`schedule`]: cron expressions; [`sidecar`] fires passes on them for `run`.
 //! - [`probe`]: HTTP probes of origin URLs into [`probe::Observation`]s; decides nothing.
@@ -33,6 +34,7 @@ pub mod report;
 pub mod schedule;
 pub mod shard;
 pub mod sidecar;
+pub mod sources;
 pub mod state;
 pub mod testkit;
 pub mod vercel;

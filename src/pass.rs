@@ -5,6 +5,7 @@
 //! Decisions that need no API call are reported as their probe completes, so
 //! a pass over a million sources holds only the sources due for purge.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ProbeTarget, Watch};
+use crate::config::Watch;
 use crate::exit::Exit;
 use crate::guard::{self, Canary, Guard, GuardInput};
 use crate::policy::{self, Decision, Step};
@@ -203,13 +204,13 @@ async fn observe(
     {
         // Indices, not references: a closure over `&ProbeTarget` would make
         // the pass future not `Send` for every lifetime the sidecar needs.
-        let (prober, targets) = (&ctx.prober, &watch.probes);
-        let probes = futures::stream::iter(0..targets.len())
-            .map(|i| probe_one(prober, targets, i, &rules))
+        let (prober, w) = (&ctx.prober, &*watch);
+        let probes = futures::stream::iter(0..w.probes.len())
+            .map(|i| probe_one(prober, w, i, &rules))
             .buffer_unordered(watch.rules.concurrency)
             .take_until(cancel.cancelled());
         let mut probes = std::pin::pin!(probes);
-        while let Some((i, obs)) = probes.next().await {
+        while let Some((i, url, obs)) = probes.next().await {
             let probe = &watch.probes[i];
             if let Some(o) = &ctx.observer {
                 o.probed(&watch.name, &obs);
@@ -228,7 +229,7 @@ async fn observe(
                         &mut summary,
                         &watch,
                         &source.src,
-                        &probe.url,
+                        &url,
                         obs.status,
                         obs.verdict,
                         d,
@@ -239,7 +240,7 @@ async fn observe(
                         debug_assert_eq!(j.step, Step::Due);
                         due.push(Due {
                             src: source.src.clone(),
-                            probe: probe.url.clone(),
+                            probe: Arc::from(&*url),
                             status: obs.status,
                             reason: j.reason,
                             first_gone: first_gone.unwrap_or(now),
@@ -275,13 +276,15 @@ async fn observe(
     }
 }
 
-async fn probe_one(
+async fn probe_one<'a>(
     prober: &Prober,
-    targets: &[ProbeTarget],
+    watch: &'a Watch,
     i: usize,
     rules: &ProbeRules,
-) -> (usize, Observation) {
-    (i, prober.probe(&targets[i].url, rules).await)
+) -> (usize, Cow<'a, str>, Observation) {
+    let url = watch.probe_url(&watch.probes[i]);
+    let obs = prober.probe(&url, rules).await;
+    (i, url, obs)
 }
 
 /// Applies the blast-radius guards to one watch's due sources.

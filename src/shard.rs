@@ -1,7 +1,8 @@
 //! Sharding: `--shard K/N` makes a process own only the sources whose probe
 //! URL hashes to K modulo N, so N processes (e.g. a Kubernetes Indexed Job)
 //! split a large watch list between them. The hash is FNV-1a (64 bit) over
-//! the probe URL's bytes: defined here, not by a library or the platform, so
+//! the bytes of the probe URL as configured (`origin` + path, the source
+//! URL, or the explicit `probe:`): defined here, not by a library or the platform, so
 //! it never changes between releases. Aliases share a probe URL and so
 //! always land in the same shard. Each shard keeps its own state file.
 
@@ -94,7 +95,11 @@ impl Shard {
     pub fn filter(&self, watch: &Watch) -> Watch {
         let mut sources: Vec<Source> = Vec::new();
         let mut probes: Vec<ProbeTarget> = Vec::new();
-        for probe in watch.probes.iter().filter(|p| self.owns(&p.url)) {
+        for probe in watch
+            .probes
+            .iter()
+            .filter(|p| self.owns(&watch.probe_url(p)))
+        {
             let index = probes.len() as u32;
             probes.push(ProbeTarget {
                 url: probe.url.clone(),
@@ -184,10 +189,8 @@ mod tests {
             for k in 0..n {
                 let part = Shard::new(k, n).unwrap().filter(w);
                 for s in &part.sources {
-                    assert_eq!(
-                        &*part.probes[s.probe as usize].url,
-                        format!("https://e.com{}", s.src)
-                    );
+                    let probe = &part.probes[s.probe as usize];
+                    assert_eq!(part.probe_url(probe), format!("https://e.com{}", s.src));
                     *seen.entry(s.src.to_string()).or_default() += 1;
                 }
             }

@@ -1,0 +1,318 @@
+//! A watch's source list: the entries of `images:` and `images_file`, checked,
+//! deduplicated, and grouped so that sources sharing one probe URL (aliases)
+//! sit side by side and are probed once.
+//!
+//! A probe URL is not stored per source: for a path-style source it is the
+//! watch's `origin` followed by the path, for an absolute source the source
+//! itself, and only an explicit `probe:` keeps a string of its own. A
+//! million sources then cost about a hundred bytes each.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use url::Url;
+
+/// Vercel rejects source strings longer than this.
+pub const MAX_SOURCE_LEN: usize = 8192;
+
+/// One source image: the exact string sent to Vercel, and the index of the
+/// probe target that answers for it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub src: Arc<str>,
+    pub probe: u32,
+}
+
+/// Where a probe target's URL comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeUrl {
+    /// The watch's `origin` followed by the path of the target's first source.
+    OriginPath,
+    /// The target's first source itself (an absolute URL).
+    Source,
+    /// An explicit `probe:`, as written.
+    Explicit(Arc<str>),
+}
+
+/// A unique probe URL of a watch and the range of sources that share it.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    pub url: ProbeUrl,
+    pub first: u32,
+    pub count: u32,
+}
+
+/// The checked source list of one watch.
+#[derive(Debug, Clone, Default)]
+pub struct SourceList {
+    pub sources: Vec<Source>,
+    pub probes: Vec<ProbeTarget>,
+    /// Sources listed more than once (kept once).
+    pub duplicates: usize,
+}
+
+impl SourceList {
+    /// The sources that one probe target answers for.
+    pub fn sources_of(&self, probe: &ProbeTarget) -> &[Source] {
+        let first = probe.first as usize;
+        &self.sources[first..first + probe.count as usize]
+    }
+
+    /// The URL a probe target is probed at.
+    pub fn probe_url<'a>(&'a self, origin: Option<&str>, probe: &'a ProbeTarget) -> Cow<'a, str> {
+        probe_url(&self.sources, origin, probe)
+    }
+}
+
+/// The URL a probe target of `sources` is probed at.
+pub fn probe_url<'a>(
+    sources: &'a [Source],
+    origin: Option<&str>,
+    probe: &'a ProbeTarget,
+) -> Cow<'a, str> {
+    let first = &sources[probe.first as usize].src;
+    match &probe.url {
+        ProbeUrl::OriginPath => Cow::Owned(format!("{}{first}", origin.unwrap_or_default())),
+        ProbeUrl::Source => Cow::Borrowed(first),
+        ProbeUrl::Explicit(url) => Cow::Borrowed(url),
+    }
+}
+
+/// Builds a [`SourceList`], collecting a problem per bad entry.
+pub struct Builder<'o> {
+    origin: Option<&'o str>,
+    seen: HashSet<Arc<str>>,
+    entries: Vec<(Arc<str>, ProbeUrl)>,
+    duplicates: usize,
+    pub problems: Vec<String>,
+}
+
+impl<'o> Builder<'o> {
+    /// `origin` is the watch's checked origin, without a trailing `/`.
+    pub fn new(origin: Option<&'o str>) -> Self {
+        Builder {
+            origin,
+            seen: HashSet::new(),
+            entries: Vec::new(),
+            duplicates: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Adds one entry; `at` names it in a problem (built only when needed).
+    pub fn add(&mut self, at: &dyn Fn() -> String, src: &str, probe: Option<&str>) {
+        if src.is_empty() {
+            self.problems.push(format!("{}: empty source", at()));
+            return;
+        }
+        if src.len() > MAX_SOURCE_LEN {
+            self.problems.push(format!(
+                "{}: source is {} characters, over Vercel's limit of {MAX_SOURCE_LEN} ({}...)",
+                at(),
+                src.len(),
+                &src[..src.floor_char_boundary(60)]
+            ));
+            return;
+        }
+        let url = match probe {
+            Some(p) => match check_url(p) {
+                Ok(u) => ProbeUrl::Explicit(Arc::from(u)),
+                Err(why) => {
+                    self.problems.push(format!("{}: probe {why}", at()));
+                    return;
+                }
+            },
+            None => match kind_of(src, self.origin) {
+                Ok(u) => u,
+                Err(why) => {
+                    self.problems.push(format!("{}: {why}", at()));
+                    return;
+                }
+            },
+        };
+        let src: Arc<str> = Arc::from(src);
+        if !self.seen.insert(src.clone()) {
+            self.duplicates += 1;
+            return;
+        }
+        self.entries.push((src, url));
+    }
+
+    pub fn finish(self) -> (SourceList, Vec<String>) {
+        let Builder {
+            origin,
+            seen,
+            entries,
+            duplicates,
+            problems,
+        } = self;
+        drop(seen);
+        // Group ids in order of first appearance. Only explicit probe URLs
+        // can be shared with other sources, so only they need a map.
+        let mut by_url: HashMap<Arc<str>, u32> = HashMap::new();
+        for (_, url) in &entries {
+            if let ProbeUrl::Explicit(u) = url {
+                by_url.entry(u.clone()).or_insert(u32::MAX);
+            }
+        }
+        let mut next = 0u32;
+        let mut group_url: Vec<ProbeUrl> = Vec::new();
+        let mut grouped: Vec<(u32, Arc<str>)> = Vec::with_capacity(entries.len());
+        for (src, url) in entries {
+            let key: Option<Arc<str>> = match &url {
+                ProbeUrl::Explicit(u) => Some(u.clone()),
+                // An implied URL joins an explicit one that names the same place.
+                _ if !by_url.is_empty() => {
+                    let implied = match url {
+                        ProbeUrl::OriginPath => format!("{}{src}", origin.unwrap_or_default()),
+                        _ => src.to_string(),
+                    };
+                    check_url(&implied)
+                        .ok()
+                        .map(Arc::<str>::from)
+                        .filter(|u| by_url.contains_key(u))
+                }
+                _ => None,
+            };
+            let group = match key {
+                Some(k) => {
+                    let slot = by_url.get_mut(&k).expect("explicit URLs are in the map");
+                    if *slot == u32::MAX {
+                        *slot = next;
+                        group_url.push(ProbeUrl::Explicit(k));
+                        next += 1;
+                    }
+                    *slot
+                }
+                None => {
+                    group_url.push(url);
+                    next += 1;
+                    next - 1
+                }
+            };
+            grouped.push((group, src));
+        }
+        drop(by_url);
+        grouped.sort_by_key(|(g, _)| *g);
+
+        let mut list = SourceList {
+            sources: Vec::with_capacity(grouped.len()),
+            probes: Vec::with_capacity(group_url.len()),
+            duplicates,
+        };
+        for (group, src) in grouped {
+            if list.probes.len() <= group as usize {
+                list.probes.push(ProbeTarget {
+                    url: group_url[group as usize].clone(),
+                    first: list.sources.len() as u32,
+                    count: 0,
+                });
+            }
+            list.probes[group as usize].count += 1;
+            list.sources.push(Source { src, probe: group });
+        }
+        (list, problems)
+    }
+}
+
+/// How a source without an explicit probe is probed.
+fn kind_of(src: &str, origin: Option<&str>) -> Result<ProbeUrl, String> {
+    if src.starts_with("http://") || src.starts_with("https://") {
+        check_url(src)?;
+        Ok(ProbeUrl::Source)
+    } else if src.starts_with('/') {
+        match origin {
+            // The origin is checked; any path after it makes a URL.
+            Some(_) => Ok(ProbeUrl::OriginPath),
+            None => Err(format!(
+                "path-style source {src:?} needs the watch's `origin` (or an explicit `probe`)"
+            )),
+        }
+    } else {
+        Err(format!(
+            "source {src:?} must be a path starting with / or an absolute http(s) URL"
+        ))
+    }
+}
+
+/// An absolute http(s) URL, as the URL parser writes it.
+pub fn check_url(candidate: &str) -> Result<String, String> {
+    match Url::parse(candidate) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u.into()),
+        Ok(_) => Err(format!("URL {candidate:?} is not an http(s) URL")),
+        Err(e) => Err(format!("URL {candidate:?} is not a URL: {e}")),
+    }
+}
+
+/// The URL for a path or absolute URL given in a watch (the canary).
+pub fn resolve(src: &str, origin: Option<&str>) -> Result<String, String> {
+    match kind_of(src, origin)? {
+        ProbeUrl::OriginPath => check_url(&format!("{}{src}", origin.unwrap_or_default())),
+        _ => check_url(src),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(origin: Option<&str>, items: &[(&str, Option<&str>)]) -> (SourceList, Vec<String>) {
+        let mut b = Builder::new(origin);
+        for (i, (src, probe)) in items.iter().enumerate() {
+            b.add(&|| format!("images[{i}]"), src, *probe);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn path_sources_probe_at_the_origin_and_remote_ones_at_themselves() {
+        let (list, problems) = build(
+            Some("https://e.com"),
+            &[("/a.png", None), ("https://cdn.x/b.jpg?v=2", None)],
+        );
+        assert!(problems.is_empty());
+        let urls: Vec<String> = list
+            .probes
+            .iter()
+            .map(|p| list.probe_url(Some("https://e.com"), p).into_owned())
+            .collect();
+        assert_eq!(urls, ["https://e.com/a.png", "https://cdn.x/b.jpg?v=2"]);
+    }
+
+    #[test]
+    fn an_implied_url_joins_an_explicit_probe_of_the_same_place() {
+        let (list, _) = build(
+            Some("https://e.com"),
+            &[
+                ("/x.png", None),
+                ("/alias.png", Some("https://e.com/a.png")),
+                ("/a.png", None),
+                ("/y.png", None),
+            ],
+        );
+        assert_eq!(list.probes.len(), 3);
+        let shared = list.probes.iter().find(|p| p.count == 2).unwrap();
+        let srcs: Vec<&str> = list.sources_of(shared).iter().map(|s| &*s.src).collect();
+        assert_eq!(srcs, ["/alias.png", "/a.png"]);
+        assert_eq!(
+            shared.url,
+            ProbeUrl::Explicit(Arc::from("https://e.com/a.png"))
+        );
+    }
+
+    #[test]
+    fn duplicates_are_kept_once_and_counted() {
+        let (list, _) = build(Some("https://e.com"), &[("/a.png", None), ("/a.png", None)]);
+        assert_eq!((list.sources.len(), list.duplicates), (1, 1));
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let (_, problems) = build(None, &[("/a.png", None), ("rel.png", None), ("", None)]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("images[0]: path-style source"));
+        assert!(problems[1].contains("rel.png"));
+        assert!(problems[2].contains("empty source"));
+    }
+}
