@@ -12,7 +12,9 @@
 //! reported (JSON Lines) to files. Each size runs in a child process so its
 //! peak RSS is its own. Beside it, a raw `HEAD` load generator (the same HTTP
 //! client with no logic) runs against the same origin, in its own child, for
-//! the ratio the performance issue asks for.
+//! the ratio the performance issue asks for, and `wrk` (when installed,
+//! e.g. `apt-get install wrk`) shows what the origin and loopback can take
+//! (with `GET`: wrk mishandles bodiless `HEAD` answers).
 //!
 //! ```text
 //! cargo run --release --example bench                 # N = 10k and 100k
@@ -65,11 +67,13 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>8} {:>10} {:>8}",
+        "{:>9} {:>6} {:>9} {:>10} {:>6} {:>10} {:>6} {:>7} {:>7} {:>8} {:>6} {:>9} {:>7}",
         "sources",
         "load s",
         "probes/s",
         "raw HEAD/s",
+        "ratio",
+        "wrk GET/s",
         "ratio",
         "p50 ms",
         "p99 ms",
@@ -79,9 +83,10 @@ fn main() {
         "wall s"
     );
     for n in sizes {
-        let raw_rate = run_child(&exe, "--raw", n)
-            .and_then(|l| l.parse::<f64>().ok())
-            .unwrap_or(f64::NAN);
+        let raw = run_child(&exe, "--raw", n).unwrap_or_default();
+        let mut raw = raw.split_whitespace();
+        let raw_rate: f64 = raw.next().and_then(|r| r.parse().ok()).unwrap_or(f64::NAN);
+        let wrk_rate: f64 = raw.next().and_then(|r| r.parse().ok()).unwrap_or(f64::NAN);
         let Some(line) = run_child(&exe, "--child", n) else {
             println!("{n:>9} child failed");
             continue;
@@ -89,12 +94,14 @@ fn main() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let probes_per_s: f64 = f[1].parse().unwrap_or(f64::NAN);
         println!(
-            "{:>9} {:>9} {:>10} {:>10.0} {:>8.2} {:>8} {:>9} {:>9} {:>8} {:>10} {:>8}",
+            "{:>9} {:>6} {:>9} {:>10.0} {:>6.2} {:>10.0} {:>6.2} {:>7} {:>7} {:>8} {:>6} {:>9} {:>7}",
             n,
             f[0],
             f[1],
             raw_rate,
             probes_per_s / raw_rate,
+            wrk_rate,
+            probes_per_s / wrk_rate,
             f[2],
             f[3],
             f[4],
@@ -197,12 +204,15 @@ fn child(n: usize) {
     let log = std::fs::File::create(dir.join("log.jsonl")).expect("log file");
     let (writer, _guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(log);
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(writer)
-        .with_max_level(tracing::Level::INFO)
-        .init();
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, log));
+    // BENCH_LOG=off measures the pass without its logs, to see what they cost.
+    if std::env::var("BENCH_LOG").as_deref() != Ok("off") {
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(writer)
+            .with_max_level(tracing::Level::INFO)
+            .init();
+    }
 
     let runtime = client_runtime();
     let work = dir.clone();
@@ -277,6 +287,8 @@ fn child(n: usize) {
 /// The raw generator: the same HTTP client, `HEAD` to the same URLs, no logic.
 fn raw(n: usize) {
     let origin = start_origin(n);
+    let base_url = origin.base_url();
+    let base = base_url.clone();
     let runtime = client_runtime();
     let task = runtime.spawn(async move {
         let client = reqwest::Client::builder()
@@ -285,7 +297,6 @@ fn raw(n: usize) {
             .tcp_nodelay(true)
             .build()
             .expect("client");
-        let base = origin.base_url();
         let started = Instant::now();
         let ok = futures::stream::iter(0..n)
             .map(|i| {
@@ -302,5 +313,23 @@ fn raw(n: usize) {
         n as f64 / started.elapsed().as_secs_f64()
     });
     let rate = runtime.block_on(task).expect("raw task");
-    println!("{rate:.0}");
+    let wrk = wrk_rate(&base_url).map_or("-".to_owned(), |r| format!("{r:.0}"));
+    drop(origin);
+    println!("{rate:.0} {wrk}");
+}
+
+/// `wrk` (when installed) with 64 connections for 5 s against a present
+/// image of the same origin: what the origin and loopback can take. It
+/// sends `GET` (a 1-byte body): wrk's parser waits for the body that a
+/// `HEAD` answer announces but never sends.
+fn wrk_rate(base: &str) -> Option<f64> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c64", "-d5s"])
+        .arg(format!("{base}/img/1.png"))
+        .output()
+        .ok();
+    let text = String::from_utf8(out?.stdout).ok()?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
 }

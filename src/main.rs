@@ -14,8 +14,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go through a non-blocking writer that never drops a line; the
-    // guard flushes it when main returns.
+    // Logs go through a non-blocking writer that never drops a line and
+    // writes in batches (it flushes whenever it has caught up); the guard
+    // flushes it when main returns.
     let (log_format, _log_guard) = install_tracing(cli.global.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -73,7 +74,10 @@ fn install_tracing(
     });
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(origin_watch::progress::StderrAboveBar);
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            origin_watch::progress::StderrAboveBar,
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
