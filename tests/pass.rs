@@ -450,39 +450,26 @@ async fn head_404_with_get_200_is_never_purged() {
     );
 }
 
-#[tokio::test]
-async fn redirects_are_followed_up_to_the_limit() {
-    let h = Harness::new(
-        &[
-            (
-                "/old.png",
-                Behavior::Redirect {
-                    status: 301,
-                    to: "/new.png".into(),
-                },
-            ),
-            ("/new.png", Behavior::Status(404)),
-        ],
+/// An origin where /old.png redirects to /new.png, which is gone.
+async fn redirecting() -> Harness {
+    let redirect = Behavior::Redirect {
+        status: 301,
+        to: "/new.png".into(),
+    };
+    Harness::new(
+        &[("/old.png", redirect), ("/new.png", Behavior::Status(404))],
         Behavior::Present,
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn redirects_are_followed_up_to_the_limit() {
+    let h = redirecting().await;
     let followed = h.config("", "defaults: { confirmations: 1, max_purge_fraction: 1.0 }\nwatches:\n  - { name: s, project: p, origin: '{origin}', images: [/old.png] }\n");
     assert_eq!(h.pass(&followed).await.decision("/old.png"), "purge");
 
-    let h = Harness::new(
-        &[
-            (
-                "/old.png",
-                Behavior::Redirect {
-                    status: 301,
-                    to: "/new.png".into(),
-                },
-            ),
-            ("/new.png", Behavior::Status(404)),
-        ],
-        Behavior::Present,
-    )
-    .await;
+    let h = redirecting().await;
     let unfollowed = h.config("", "defaults: { confirmations: 1, max_purge_fraction: 1.0, follow_redirects: 0, retries: 0 }\nwatches:\n  - { name: s, project: p, origin: '{origin}', images: [/old.png] }\n");
     let ran = h.pass(&unfollowed).await;
     assert_eq!(ran.decision("/old.png"), "skip");
