@@ -20,7 +20,12 @@
 //! cargo run --release --example bench                 # N = 10k and 100k
 //! cargo run --release --example bench -- --million    # also N = 1M
 //! cargo run --release --example bench -- --sizes 50000
+//! cargo run --release --example bench -- --lychee /path/to/lychee --sizes 100000
 //! ```
+//!
+//! `--lychee PATH` runs the lychee link checker (`--method head`,
+//! concurrency 256) over the same N URLs against the same kind of origin,
+//! then one origin-watch dry-run pass, and prints both rates.
 
 use std::io::Write;
 use std::process::Command;
@@ -49,6 +54,13 @@ fn main() {
     }
     if let Some(n) = arg_value(&args, "--raw") {
         return raw(n.parse().expect("--raw N"));
+    }
+    if let Some(n) = arg_value(&args, "--serve") {
+        return serve(n.parse().expect("--serve N"));
+    }
+    if let Some(lychee) = arg_value(&args, "--lychee") {
+        let n = arg_value(&args, "--sizes").map_or(100_000, |s| s.parse().expect("--sizes N"));
+        return compare_lychee(lychee, n);
     }
     let mut sizes: Vec<usize> = match arg_value(&args, "--sizes") {
         Some(list) => list
@@ -332,4 +344,80 @@ fn wrk_rate(base: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// An origin for an outside client: prints its base URL, serves until stdin closes.
+fn serve(n: usize) {
+    let origin = start_origin(n);
+    println!("{}", origin.base_url());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let mut sink = String::new();
+    let _ = std::io::stdin().read_line(&mut sink);
+    drop(origin);
+}
+
+/// lychee and origin-watch over the same N URLs, each against a fresh origin.
+fn compare_lychee(lychee: &str, n: usize) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let exe = std::env::current_exe().expect("own path");
+    let mut server = Command::new(&exe)
+        .args(["--serve", &n.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("origin child");
+    let mut base = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut base)
+        .expect("origin URL");
+    let base = base.trim().to_owned();
+    let list = std::env::temp_dir().join(format!("origin-watch-lychee-{}.txt", std::process::id()));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&list).expect("url list"));
+    for i in 0..n {
+        writeln!(out, "{base}/img/{i}.png").expect("write url list");
+    }
+    out.flush().expect("flush url list");
+    drop(out);
+
+    let started = Instant::now();
+    let status = Command::new(lychee)
+        .args([
+            "--no-progress",
+            "--method",
+            "head",
+            "--max-concurrency",
+            "256",
+            "--max-retries",
+            "0",
+            "--accept",
+            "200..=299,404,410",
+        ])
+        .arg(&list)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let lychee_s = started.elapsed().as_secs_f64();
+    drop(server.stdin.take());
+    let _ = server.wait();
+    let _ = std::fs::remove_file(&list);
+    match status {
+        Ok(s) => println!(
+            "lychee: {n} URLs in {lychee_s:.1} s = {:.0} URLs/s (exit {s})",
+            n as f64 / lychee_s
+        ),
+        Err(e) => println!("lychee could not run: {e}"),
+    }
+    if let Some(line) = run_child(&exe, "--child", n) {
+        let probes_per_s: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        println!(
+            "origin-watch: {probes_per_s:.0} probes/s ({:.1}x lychee)",
+            probes_per_s * lychee_s / n as f64
+        );
+    }
 }
