@@ -24,7 +24,7 @@
 //! ```
 //!
 //! `--lychee PATH` runs the lychee link checker (`--method head`,
-//! concurrency 256) over the same N URLs against the same kind of origin,
+//! concurrency 256, no per-host limit or interval) over the same N URLs against the same kind of origin,
 //! then one origin-watch dry-run pass, and prints both rates.
 
 use std::io::Write;
@@ -45,7 +45,7 @@ use origin_watch::vercel::VercelClient;
 use tokio_util::sync::CancellationToken;
 
 /// Probes in flight in the benchmark's config (and in the raw generator).
-const CONCURRENCY: usize = 128;
+const CONCURRENCY: usize = 64;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -211,12 +211,10 @@ fn child(n: usize) {
     let dir = std::env::temp_dir().join(format!("origin-watch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
 
-    // Every decision is logged, as JSON, through a non-blocking writer that
-    // never drops a line.
+    // Every decision is logged, as JSON, through the buffered writer `main`
+    // uses, which never drops a line.
     let log = std::fs::File::create(dir.join("log.jsonl")).expect("log file");
-    let (writer, _guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, log));
+    let (writer, _guard) = origin_watch::logsink::BufferedSink::new(log);
     // BENCH_LOG=off measures the pass without its logs, to see what they cost.
     if std::env::var("BENCH_LOG").as_deref() != Ok("off") {
         tracing_subscriber::fmt()
@@ -389,6 +387,10 @@ fn compare_lychee(lychee: &str, n: usize) {
             "head",
             "--max-concurrency",
             "256",
+            "--host-concurrency",
+            "256",
+            "--host-request-interval",
+            "0s",
             "--max-retries",
             "0",
             "--accept",

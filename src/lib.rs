@@ -17,7 +17,7 @@
 //! - [`progress`]: the terminal progress bar of `once` and `audit`.
 //! - [`report`]: decision records as JSON Lines and the human summary.
 //! - [`metrics`]: Prometheus metrics and `/healthz` for `run --listen`.
-//! - [`exit`]: the exit codes.
+//! - [`exit`]: the exit codes; [`logsink`]: the buffered writer behind the logs.
 //! - [`testkit`]: loopback fakes (an origin and the Vercel API) for tests, examples and the demo.
 
 pub mod app;
@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod guard;
+pub mod logsink;
 pub mod metrics;
 pub mod pass;
 pub mod policy;

@@ -9,14 +9,15 @@ use clap::Parser;
 use origin_watch::app;
 use origin_watch::cli::{Cli, LogFormat};
 use origin_watch::exit::Exit;
+use origin_watch::logsink::{BufferedSink, FlushGuard};
+use origin_watch::progress::StderrAboveBar;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go through a non-blocking writer that never drops a line and
-    // writes in batches (it flushes whenever it has caught up); the guard
-    // flushes it when main returns.
+    // Logs go through a buffer flushed every 100 ms that never drops a
+    // line; the guard flushes it when main returns.
     let (log_format, _log_guard) = install_tracing(cli.global.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -63,21 +64,14 @@ fn main() -> ExitCode {
     exit.into()
 }
 
-fn install_tracing(
-    format: Option<LogFormat>,
-) -> (LogFormat, tracing_appender::non_blocking::WorkerGuard) {
+fn install_tracing(format: Option<LogFormat>) -> (LogFormat, FlushGuard<StderrAboveBar>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty
     } else {
         LogFormat::Json
     });
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            origin_watch::progress::StderrAboveBar,
-        ));
+    let (writer, guard) = BufferedSink::new(StderrAboveBar);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
