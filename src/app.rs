@@ -255,6 +255,16 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
             r.max_purges_per_pass,
             w.canary.as_deref().unwrap_or("none"),
         );
+        // A small watch and the default fraction: not even one purge passes.
+        let one_allowed = r.max_purge_fraction * w.sources.len() as f64 >= 1.0;
+        if !w.sources.is_empty() && !one_allowed {
+            let _ = writeln!(
+                out,
+                "  warning: with {} sources, max_purge_fraction {} withholds every purge (even one gone source is more than that share); raise it for this watch",
+                w.sources.len(),
+                r.max_purge_fraction
+            );
+        }
     }
 }
 

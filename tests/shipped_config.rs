@@ -1,5 +1,7 @@
 //! The annotated `watch.yaml` at the top of the repository is what users
-//! copy: it must load, and say what the README says it does.
+//! copy: it must load, and say what the README says it does. And `check`,
+//! which users run on their own copies, warns of a guard that can never
+//! let a purge through.
 
 use std::path::Path;
 
@@ -32,4 +34,27 @@ fn the_shipped_watch_yaml_loads() {
         w.canary.as_deref(),
         Some("https://my-next-app.vercel.app/images/logo.png")
     );
+}
+
+#[test]
+fn check_warns_when_the_fraction_guard_blocks_a_small_watch() {
+    let small = origin_watch::config::Config::from_yaml(
+        "watches:\n  - { name: s, project: p, origin: 'https://e.com', images: [/a.png, /b.png] }\n",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    origin_watch::app::print_plan(&small, &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("warning: with 2 sources, max_purge_fraction 0.25 withholds every purge"),
+        "{text}"
+    );
+
+    let fine = origin_watch::config::Config::from_yaml(
+        "watches:\n  - { name: s, project: p, origin: 'https://e.com', max_purge_fraction: 0.5, images: [/a.png, /b.png] }\n",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    origin_watch::app::print_plan(&fine, &mut out);
+    assert!(!String::from_utf8(out).unwrap().contains("warning"));
 }
