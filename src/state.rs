@@ -62,6 +62,10 @@ pub struct StateStore {
     /// Held for the life of a writer; `None` for a read-only store.
     lock: Option<File>,
     data: Mutex<BTreeMap<String, WatchState>>,
+    /// One save at a time, taken before the snapshot: passes of several
+    /// watches end concurrently in `run`; two writers of one temporary file
+    /// would mix their bytes, and the last rename must carry the newest state.
+    saving: Mutex<()>,
 }
 
 impl StateStore {
@@ -108,6 +112,7 @@ impl StateStore {
             path: path.to_owned(),
             lock: Some(lock),
             data: Mutex::new(data),
+            saving: Mutex::new(()),
         })
     }
 
@@ -118,6 +123,7 @@ impl StateStore {
             path: path.to_owned(),
             lock: None,
             data: Mutex::new(load(path)?),
+            saving: Mutex::new(()),
         })
     }
 
@@ -154,6 +160,7 @@ impl StateStore {
         if self.lock.is_none() {
             return Ok(());
         }
+        let _one_at_a_time = self.saving.lock().expect("save lock");
         let bytes = {
             let data = self.data.lock().expect("state lock");
             let file = StateFileRef {
