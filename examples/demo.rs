@@ -10,8 +10,7 @@
 //!
 //! Run it with `cargo run --example demo`.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use origin_watch::config::{Config, Token};
@@ -19,35 +18,11 @@ use origin_watch::pass::{PassContext, run_pass};
 use origin_watch::probe::Prober;
 use origin_watch::report::Reporter;
 use origin_watch::state::StateStore;
+use origin_watch::testkit::Captured;
 use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
 use origin_watch::testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
 use origin_watch::vercel::VercelClient;
 use tokio_util::sync::CancellationToken;
-
-/// Collects the report's JSON lines.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lines").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn take(&self) -> Vec<serde_json::Value> {
-        let bytes = std::mem::take(&mut *self.0.lock().expect("lines"));
-        bytes
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).expect("report lines are JSON"))
-            .collect()
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -108,7 +83,7 @@ watches:
     println!("config (watch.yaml):{yaml}");
     let config = Config::from_yaml(&yaml)?;
 
-    let lines = Lines::default();
+    let lines = Captured::default();
     let ctx = PassContext {
         prober: Arc::new(Prober::new()?.with_retry_base(Duration::from_millis(50))),
         vercel: Some(Arc::new(VercelClient::new(
@@ -125,7 +100,7 @@ watches:
     for pass in 1..=3 {
         println!("== pass {pass}");
         let outcome = run_pass(&ctx, &config.watches, &cancel).await?;
-        let mut records = lines.take();
+        let mut records = lines.take_json_lines();
         records.sort_by_key(|r| r["src"].as_str().unwrap_or_default().to_owned());
         for r in &records {
             println!(

@@ -113,41 +113,27 @@ impl<'a, W: Write + Send + 'static> MakeWriter<'a> for BufferedSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::testkit::Captured;
 
     #[test]
     fn lines_reach_the_output_within_the_flush_interval() {
-        let out = Shared::default();
+        let out = Captured::default();
         let (sink, _guard) = BufferedSink::new(out.clone());
         sink.make_writer().write_all(b"one\n").unwrap();
-        assert!(
-            out.0.lock().unwrap().is_empty(),
-            "buffered, not written per line"
-        );
+        assert!(out.text().is_empty(), "buffered, not written per line");
         std::thread::sleep(FLUSH_EVERY * 3);
-        assert_eq!(&*out.0.lock().unwrap(), b"one\n");
+        assert_eq!(out.text(), "one\n");
     }
 
     #[test]
     fn dropping_the_guard_flushes_everything() {
-        let out = Shared::default();
+        let out = Captured::default();
         let (sink, guard) = BufferedSink::new(out.clone());
         for i in 0..10_000 {
             writeln!(sink.make_writer(), "line {i}").unwrap();
         }
         drop(guard);
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         assert_eq!(text.lines().count(), 10_000);
         assert!(text.ends_with("line 9999\n"));
     }

@@ -205,23 +205,11 @@ impl fmt::Display for WatchSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::testkit::Captured;
 
     #[test]
     fn report_line_has_the_contract_fields_in_order() {
-        let buf = Shared::default();
+        let buf = Captured::default();
         let r = Reporter::to_writer(Box::new(buf.clone()));
         r.emit(&Record {
             time: "2026-11-28T12:00:00Z".into(),
@@ -237,7 +225,7 @@ mod tests {
             error: None,
         });
         r.flush();
-        let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line = buf.text();
         assert_eq!(
             line,
             r#"{"time":"2026-11-28T12:00:00Z","watch":"site","project":"my-next-app","src":"/images/hero.png","probe":"https://my-next-app.vercel.app/images/hero.png","status":404,"verdict":"gone","decision":"purge","reason":"404 on 2 consecutive passes","dry_run":false}"#
@@ -248,7 +236,7 @@ mod tests {
 
     #[test]
     fn no_answer_reports_null_status_and_the_error() {
-        let buf = Shared::default();
+        let buf = Captured::default();
         let r = Reporter::to_writer(Box::new(buf.clone()));
         r.emit(&Record {
             time: now_rfc3339(),
@@ -264,7 +252,7 @@ mod tests {
             error: Some("timeout after 1s"),
         });
         r.flush();
-        let v: serde_json::Value = serde_json::from_slice(&buf.0.lock().unwrap()).unwrap();
+        let v = buf.take_json_lines().remove(0);
         assert_eq!(v["status"], serde_json::Value::Null);
         assert_eq!(v["error"], "timeout after 1s");
         assert_eq!(v["decision"], "skip");

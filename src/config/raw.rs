@@ -56,7 +56,9 @@ pub struct RawWatch {
     #[serde(default)]
     pub images: Vec<RawImage>,
     pub images_file: Option<String>,
-    // The rule overrides: the same keys as `defaults:`.
+    // The rule overrides: the same keys as `defaults:`, spelled out again
+    // because `#[serde(flatten)]` would switch off `deny_unknown_fields`
+    // and lose the line numbers of errors.
     pub schedule: Option<String>,
     pub timeout: Option<String>,
     pub retries: Option<u32>,

@@ -11,8 +11,46 @@ pub mod fake_vercel;
 pub use fake_origin::{Behavior, FakeOrigin};
 pub use fake_vercel::{FakeVercel, FakeVercelConfig, PURGE_PATH, RecordedCall};
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A writer into memory that its clones share: hand one to a reporter or
+/// a log sink, read what it received through another.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("captured lock")).into_owned()
+    }
+
+    /// Everything written so far; what is taken is not returned again.
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().expect("captured lock"))
+    }
+
+    /// The JSON lines written since the last `take_json_lines`.
+    pub fn take_json_lines(&self) -> Vec<serde_json::Value> {
+        self.take()
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("each line is JSON"))
+            .collect()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("captured lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 use tokio::sync::oneshot;
 

@@ -8,8 +8,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use origin_watch::config::{Config, Token};
@@ -17,6 +16,7 @@ use origin_watch::pass::{PassContext, PassOutcome, run_pass};
 use origin_watch::probe::Prober;
 use origin_watch::report::Reporter;
 use origin_watch::state::StateStore;
+use origin_watch::testkit::Captured;
 use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
 use origin_watch::testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
 use origin_watch::vercel::{RetryPolicy, VercelClient};
@@ -24,31 +24,6 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "tok_test_secret_7f3a";
-
-/// Collects report lines in memory.
-#[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    pub fn take(&self) -> Vec<Value> {
-        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
-        bytes
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).expect("report line is JSON"))
-            .collect()
-    }
-}
 
 pub struct Harness {
     pub origin: FakeOrigin,
@@ -125,8 +100,8 @@ impl Harness {
         Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
     }
 
-    pub fn context(&self, config: &Config, dry_run: bool, token: &str) -> (PassContext, Lines) {
-        let lines = Lines::default();
+    pub fn context(&self, config: &Config, dry_run: bool, token: &str) -> (PassContext, Captured) {
+        let lines = Captured::default();
         let vercel = (!dry_run).then(|| {
             Arc::new(
                 VercelClient::new(&config.vercel, Token::new(token))
@@ -173,7 +148,7 @@ impl Harness {
             .unwrap();
         Ran {
             outcome,
-            records: lines.take(),
+            records: lines.take_json_lines(),
         }
     }
 
