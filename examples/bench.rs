@@ -41,8 +41,11 @@ use origin_watch::report::Reporter;
 use origin_watch::state::StateStore;
 use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
 use origin_watch::testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
+use origin_watch::transport::{Direct, Transport};
 use origin_watch::vercel::VercelClient;
+use reqwest::Method;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 /// Probes in flight in the benchmark's config (and in the raw generator).
 const CONCURRENCY: usize = 64;
@@ -294,26 +297,25 @@ fn child(n: usize) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The raw generator: the same HTTP client, `HEAD` to the same URLs, no logic.
+/// The raw generator: the probes' HTTP client, `HEAD` to the same URLs, no logic.
 fn raw(n: usize) {
     let origin = start_origin(n);
     let base_url = origin.base_url();
     let base = base_url.clone();
     let runtime = client_runtime();
     let task = runtime.spawn(async move {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .expect("client");
+        let client = Transport::Direct(Direct::new(Vec::new()).expect("client"));
+        let client = &client;
         let started = Instant::now();
         let ok = futures::stream::iter(0..n)
             .map(|i| {
-                let req = client
-                    .head(format!("{base}/img/{i}.png"))
-                    .timeout(Duration::from_secs(10));
-                async move { req.send().await.is_ok() }
+                let url = Url::parse(&format!("{base}/img/{i}.png")).expect("url");
+                async move {
+                    client
+                        .send(&Method::HEAD, &url, Duration::from_secs(10))
+                        .await
+                        .is_ok()
+                }
             })
             .buffer_unordered(CONCURRENCY)
             .filter(|ok| futures::future::ready(*ok))

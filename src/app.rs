@@ -39,6 +39,8 @@ pub enum AppError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot build the probe client: {0}")]
+    Client(String),
     #[error("cannot serve --listen {addr}: {source}")]
     Listen {
         addr: String,
@@ -53,7 +55,7 @@ impl AppError {
             | AppError::StateOpen(_)
             | AppError::Report { .. }
             | AppError::Listen { .. } => Exit::Usage,
-            AppError::StateSave(_) | AppError::Http(_) => Exit::PurgeFailed,
+            AppError::StateSave(_) | AppError::Http(_) | AppError::Client(_) => Exit::PurgeFailed,
         }
     }
 }
@@ -167,7 +169,7 @@ pub fn context(config: &Config, args: &PassArgs) -> Result<PassContext, AppError
     }
     .map_err(AppError::StateOpen)?;
     Ok(PassContext {
-        prober: Arc::new(Prober::new()?),
+        prober: Arc::new(Prober::new().map_err(AppError::Client)?),
         vercel,
         state: Arc::new(state),
         reporter: Arc::new(reporter(&args.report)?),

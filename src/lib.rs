@@ -9,6 +9,7 @@
 //! - [`shard`]: `--shard K/N`, a stable split of the sources between processes.
 //! - [`schedule`]: cron expressions; [`sidecar`] fires passes on them for `run`.
 //! - [`probe`]: HTTP probes of origin URLs into [`probe::Observation`]s; decides nothing.
+//!   [`transport`] is its HTTP client.
 //! - [`policy`]: pure decisions from an observation and the previous state.
 //! - [`guard`]: pure blast-radius checks over a whole pass.
 //! - [`vercel`]: the purge API client (batches of at most 8, retries, error mapping).
@@ -38,4 +39,5 @@ pub mod sidecar;
 pub mod sources;
 pub mod state;
 pub mod testkit;
+pub mod transport;
 pub mod vercel;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, LOCATION, RANGE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -18,12 +18,10 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::config::Rules;
+use crate::transport::Transport;
 
 /// How long an origin's `Retry-After` may hold back probes to it.
 pub const MAX_HOST_BACKOFF: Duration = Duration::from_secs(30);
-/// How much of a `GET` body is read (so the connection can be reused) before
-/// the rest is dropped.
-const MAX_DRAIN: usize = 64 * 1024;
 
 /// What a probe concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -135,27 +133,26 @@ struct Answer {
     unfollowed_redirect: Option<String>,
 }
 
-/// Sends probes. One per process: it holds the pooled HTTP client and the
-/// per-host limits that every watch shares.
+/// Sends probes. One per process: it holds the HTTP client with its idle
+/// connections and the per-host limits that every watch shares.
 pub struct Prober {
-    client: reqwest::Client,
+    transport: Transport,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     retry_base: Duration,
 }
 
 impl Prober {
-    pub fn new() -> Result<Prober, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Prober {
-            client,
+    /// A prober on the direct client, or on reqwest when a proxy is set.
+    pub fn new() -> Result<Prober, String> {
+        Ok(Self::with_transport(Transport::from_env()?))
+    }
+
+    pub fn with_transport(transport: Transport) -> Prober {
+        Prober {
+            transport,
             hosts: Mutex::new(HashMap::new()),
             retry_base: Duration::from_millis(200),
-        })
+        }
     }
 
     /// Shortens the wait between retries of inconclusive probes (tests).
@@ -265,20 +262,10 @@ impl Prober {
             host.wait_backoff().await;
             let (status, headers) = {
                 let _permit = host.permits.acquire().await.expect("semaphore open");
-                let mut req = self
-                    .client
-                    .request(method.clone(), url.clone())
-                    .timeout(rules.timeout);
-                if method == Method::GET {
-                    req = req.header(RANGE, "bytes=0-0");
-                }
-                let mut resp = req.send().await.map_err(|e| describe(&e, rules.timeout))?;
-                let status = resp.status();
-                let headers = std::mem::take(resp.headers_mut());
-                if method == Method::GET {
-                    drain(resp).await;
-                }
-                (status, headers)
+                self.transport
+                    .send(&method, &url, rules.timeout)
+                    .await
+                    .map_err(|e| e.describe(rules.timeout))?
             };
             if status == StatusCode::TOO_MANY_REQUESTS {
                 host.back_off(retry_after(&headers).unwrap_or(Duration::from_secs(1)));
@@ -334,17 +321,6 @@ impl Prober {
     }
 }
 
-/// Reads a little of the body so the connection can go back to the pool.
-async fn drain(mut resp: reqwest::Response) {
-    let mut read = 0;
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        read += chunk.len();
-        if read > MAX_DRAIN {
-            break;
-        }
-    }
-}
-
 /// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
@@ -354,24 +330,4 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
     Some(Duration::from_secs(secs as u64))
-}
-
-/// A short cause for a request that got no HTTP answer.
-pub fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("timeout after {}", humantime::format_duration(timeout));
-    }
-    let kind = if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "bad response body"
-    } else {
-        "request failed"
-    };
-    // The innermost cause is the one that says what happened.
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    format!("{kind}: {cause}")
 }

@@ -289,7 +289,11 @@ impl VercelClient {
                     }
                 }
                 Err(e) => {
-                    let why = crate::probe::describe(&e.without_url(), Duration::from_secs(30));
+                    let why = if e.is_timeout() {
+                        "timeout after 30s".to_owned()
+                    } else {
+                        format!("no answer: {}", crate::transport::innermost(&e))
+                    };
                     tracing::warn!(project = %target.project, attempt = calls, error = %why, "purge call got no answer");
                     (self.retry.wait(calls - 1), why)
                 }
