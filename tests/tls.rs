@@ -1,0 +1,105 @@
+//! Probes over TLS: a loopback HTTPS origin with a self-signed certificate
+//! for `localhost`. Trusted, it is probed like any origin; untrusted, every
+//! probe is inconclusive with a TLS error, never gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use origin_watch::probe::{ProbeRules, Prober, Verdict};
+use origin_watch::transport::{Direct, Transport};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// Serves HTTPS on loopback: 404 for `/gone.png`, 200 for anything else.
+async fn https_origin() -> (u16, CertificateDer<'static>) {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = CertificateDer::from(key.cert.der().to_vec());
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.clone()], private)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let status = if req.uri().path() == "/gone.png" {
+                            StatusCode::NOT_FOUND
+                        } else {
+                            StatusCode::OK
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .body(Empty::<Bytes>::new())
+                                .unwrap(),
+                        )
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, cert)
+}
+
+fn rules() -> ProbeRules {
+    ProbeRules {
+        timeout: Duration::from_secs(5),
+        retries: 0,
+        follow_redirects: 5,
+        gone_statuses: vec![404, 410],
+        per_host_concurrency: 4,
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_https_origin_is_probed_like_any_other() {
+    let (port, cert) = https_origin().await;
+    let prober = Prober::with_transport(Transport::Direct(Direct::new(vec![cert]).unwrap()));
+    let gone = prober
+        .probe(&format!("https://localhost:{port}/gone.png"), &rules())
+        .await;
+    assert_eq!(
+        (gone.verdict, gone.status),
+        (Verdict::Gone, Some(404)),
+        "{gone:?}"
+    );
+    // Twice, so the second rides a pooled TLS connection.
+    for _ in 0..2 {
+        let present = prober
+            .probe(&format!("https://localhost:{port}/hero.png"), &rules())
+            .await;
+        assert_eq!(present.verdict, Verdict::Present, "{present:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_inconclusive_never_gone() {
+    let (port, _cert) = https_origin().await;
+    let prober = Prober::with_transport(Transport::Direct(Direct::new(Vec::new()).unwrap()));
+    let obs = prober
+        .probe(&format!("https://localhost:{port}/gone.png"), &rules())
+        .await;
+    assert_eq!(obs.verdict, Verdict::Inconclusive);
+    assert_eq!(obs.status, None);
+    let error = obs.error.unwrap();
+    assert!(error.contains("tls"), "{error}");
+}
