@@ -59,3 +59,57 @@ async fn a_connection_closed_after_each_answer_is_replaced_not_reported() {
     }
     assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 20);
 }
+
+#[tokio::test]
+async fn the_proxy_path_probes_the_same_way() {
+    use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
+    use origin_watch::transport::Transport;
+
+    let origin = FakeOrigin::start(
+        [
+            ("/gone.png".to_owned(), Behavior::Status(404)),
+            (
+                "/edge.png".to_owned(),
+                Behavior::HeadGet {
+                    head: 404,
+                    get: 200,
+                },
+            ),
+        ],
+        Behavior::Present,
+    )
+    .await
+    .unwrap();
+    // What `Transport::from_env` builds when a proxy variable is set; here
+    // without the proxy itself, so only the reqwest path is under test.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let prober = Prober::with_transport(Transport::Proxied(client));
+    let rules = ProbeRules {
+        timeout: Duration::from_secs(5),
+        retries: 0,
+        follow_redirects: 0,
+        gone_statuses: vec![404],
+        per_host_concurrency: 4,
+    };
+    let url = |p: &str| format!("{}{p}", origin.base_url());
+    assert_eq!(
+        prober.probe(&url("/a.png"), &rules).await.verdict,
+        Verdict::Present
+    );
+    assert_eq!(
+        prober.probe(&url("/gone.png"), &rules).await.verdict,
+        Verdict::Gone
+    );
+    assert_eq!(
+        prober.probe(&url("/edge.png"), &rules).await.verdict,
+        Verdict::Inconclusive
+    );
+    assert_eq!(
+        origin.count("GET", "/gone.png"),
+        1,
+        "the gone HEAD was confirmed by GET"
+    );
+}
