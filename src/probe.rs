@@ -82,13 +82,26 @@ impl Observation {
 }
 
 /// The per-probe settings, taken from a watch's [`Rules`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProbeRules {
     pub timeout: Duration,
     pub retries: u32,
     pub follow_redirects: u32,
     pub gone_statuses: Vec<u16>,
     pub per_host_concurrency: usize,
+}
+
+/// The documented `defaults:`.
+impl Default for ProbeRules {
+    fn default() -> Self {
+        ProbeRules {
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            follow_redirects: 5,
+            gone_statuses: vec![404, 410],
+            per_host_concurrency: 16,
+        }
+    }
 }
 
 impl From<&Rules> for ProbeRules {

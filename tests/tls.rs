@@ -3,7 +3,6 @@
 //! probe is inconclusive with a TLS error, never gone.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
@@ -62,11 +61,9 @@ async fn https_origin() -> (u16, CertificateDer<'static>) {
 
 fn rules() -> ProbeRules {
     ProbeRules {
-        timeout: Duration::from_secs(5),
         retries: 0,
-        follow_redirects: 5,
-        gone_statuses: vec![404, 410],
         per_host_concurrency: 4,
+        ..ProbeRules::default()
     }
 }
 

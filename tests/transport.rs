@@ -44,11 +44,10 @@ async fn a_connection_closed_after_each_answer_is_replaced_not_reported() {
     let (port, accepted) = one_answer_per_connection().await;
     let prober = Prober::new().unwrap();
     let rules = ProbeRules {
-        timeout: Duration::from_secs(5),
         retries: 0,
         follow_redirects: 0,
-        gone_statuses: vec![404],
         per_host_concurrency: 1,
+        ..ProbeRules::default()
     };
     for i in 0..20 {
         let obs = prober
@@ -88,11 +87,10 @@ async fn the_proxy_path_probes_the_same_way() {
         .unwrap();
     let prober = Prober::with_transport(Transport::Proxied(client));
     let rules = ProbeRules {
-        timeout: Duration::from_secs(5),
         retries: 0,
         follow_redirects: 0,
-        gone_statuses: vec![404],
         per_host_concurrency: 4,
+        ..ProbeRules::default()
     };
     let url = |p: &str| format!("{}{p}", origin.base_url());
     assert_eq!(

@@ -292,6 +292,10 @@ watches:
         assert_eq!(r.max_purge_fraction, 0.25);
         assert_eq!(r.max_purges_per_pass, 500);
         assert_eq!(r.schedule.expression(), "*/10 * * * *");
+        assert_eq!(
+            crate::probe::ProbeRules::from(r),
+            crate::probe::ProbeRules::default()
+        );
     }
 
     #[test]
