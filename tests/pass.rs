@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Harness, TOKEN, many};
 use origin_watch::exit::Exit;
 use origin_watch::testkit::fake_origin::Behavior;
-use origin_watch::testkit::fake_vercel::FakeVercelConfig;
+use origin_watch::testkit::fake_vercel::{FakeVercelConfig, PURGE_PATH};
 
 const FOUR: &str = "
 defaults:
@@ -60,6 +60,8 @@ async fn keep_skip_pending_then_purge_then_already_purged() {
     srcs.sort();
     assert_eq!(srcs, ["/gone.png", "/retired.png"]);
     assert_eq!(calls[0].status, 200);
+    assert_eq!(calls[0].method, "POST");
+    assert_eq!(calls[0].path, PURGE_PATH);
     assert_eq!(calls[0].query_value("projectIdOrName"), Some("my-next-app"));
     assert_eq!(
         calls[0].authorization.as_deref(),

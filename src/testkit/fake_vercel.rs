@@ -1,7 +1,9 @@
 //! A loopback fake of Vercel's `POST /v1/edge-cache/dangerously-delete-by-src-images`
-//! that enforces the documented request contract, records every request it
-//! receives and can be told to fail (429 with `Retry-After`, 500, or any fixed
-//! status), so tests assert on what the client actually sent.
+//! (and its sibling `invalidate-by-src-images`, which the official SDK also
+//! sends and origin-watch never does) that enforces the documented request
+//! contract, records every request it receives and can be told to fail (429
+//! with `Retry-After`, 500, or any fixed status), so tests assert on what the
+//! client actually sent.
 //!
 //! The checks are deliberately strict, stricter than the real API may be:
 //! a client that passes this fake sends exactly the shape the contract and
@@ -20,8 +22,12 @@ use serde_json::{Value, json};
 
 use super::ServerHandle;
 
-/// The only endpoint the fake serves.
+/// The endpoint origin-watch calls: only its calls count as purged.
 pub const PURGE_PATH: &str = "/v1/edge-cache/dangerously-delete-by-src-images";
+/// The sibling endpoint (mark stale rather than delete): served so that
+/// every request the official SDK sends is accepted, never called by
+/// origin-watch, and never counted as purged.
+pub const INVALIDATE_PATH: &str = "/v1/edge-cache/invalidate-by-src-images";
 /// Most sources in one call (documented `maxItems`).
 pub const MAX_SRC_IMAGES: usize = 8;
 /// Longest source string, in characters (documented `maxLength`).
@@ -31,8 +37,9 @@ pub const MAX_DEADLINE_SECONDS: u64 = 31_536_000;
 
 /// Query keys the endpoint accepts.
 const QUERY_KEYS: [&str; 3] = ["projectIdOrName", "teamId", "slug"];
-/// Body keys the endpoint accepts (`additionalProperties: false`).
-const BODY_KEYS: [&str; 2] = ["srcImages", "revalidationDeadlineSeconds"];
+/// Body keys each endpoint accepts (`additionalProperties: false`).
+const PURGE_BODY_KEYS: &[&str] = &["srcImages", "revalidationDeadlineSeconds"];
+const INVALIDATE_BODY_KEYS: &[&str] = &["srcImages"];
 /// A valid body is at most ~66 KiB; anything far larger is a client bug, and
 /// the cap keeps a runaway client from filling the test's memory.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -173,12 +180,13 @@ impl FakeVercel {
         lock(&self.shared.state).calls.clone()
     }
 
-    /// The sources of every call answered 200, in arrival order, flattened.
+    /// The sources of every delete call answered 200, in arrival order,
+    /// flattened.
     pub fn purged(&self) -> Vec<String> {
         lock(&self.shared.state)
             .calls
             .iter()
-            .filter(|call| call.status == 200)
+            .filter(|call| call.status == 200 && call.path == PURGE_PATH)
             .flat_map(|call| call.src_images.iter().cloned())
             .collect()
     }
@@ -347,16 +355,20 @@ fn validate(
     body: &Bytes,
     cfg: &FakeVercelConfig,
 ) -> Result<(), Reply> {
-    if method != Method::POST || call.path != PURGE_PATH {
-        return Err(Reply::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!(
-                "no such endpoint: {} {} (this fake serves only POST {PURGE_PATH})",
-                call.method, call.path
-            ),
-        ));
-    }
+    let body_keys = match call.path.as_str() {
+        PURGE_PATH if method == Method::POST => PURGE_BODY_KEYS,
+        INVALIDATE_PATH if method == Method::POST => INVALIDATE_BODY_KEYS,
+        _ => {
+            return Err(Reply::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no such endpoint: {} {} (this fake serves only POST {PURGE_PATH} and POST {INVALIDATE_PATH})",
+                    call.method, call.path
+                ),
+            ));
+        }
+    };
     if !is_authorized(headers, &cfg.token) {
         return Err(Reply::error(
             StatusCode::UNAUTHORIZED,
@@ -366,7 +378,7 @@ fn validate(
     }
     check_query(&call.query).map_err(Reply::bad_request)?;
     check_content_type(call.content_type.as_deref()).map_err(Reply::bad_request)?;
-    check_body(body).map_err(Reply::bad_request)?;
+    check_body(body, body_keys).map_err(Reply::bad_request)?;
     Ok(())
 }
 
@@ -433,15 +445,16 @@ fn check_content_type(content_type: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-fn check_body(body: &[u8]) -> Result<(), String> {
+fn check_body(body: &[u8], allowed: &[&str]) -> Result<(), String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|err| format!("body is not valid JSON: {err}"))?;
     let Value::Object(fields) = value else {
         return Err("body must be a JSON object".to_owned());
     };
-    if let Some(key) = fields.keys().find(|k| !BODY_KEYS.contains(&k.as_str())) {
+    if let Some(key) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(format!(
-            "unknown body key `{key}`; allowed: srcImages, revalidationDeadlineSeconds"
+            "unknown body key `{key}`; allowed: {}",
+            allowed.join(", ")
         ));
     }
 
@@ -704,12 +717,12 @@ mod tests {
         let client = reqwest::Client::new();
         let response = client
             .post(format!(
-                "{}/v1/edge-cache/invalidate-by-src-images?{QUERY}",
+                "{}/v1/edge-cache/invalidate-by-tags?{QUERY}",
                 fake.base_url()
             ))
             .bearer_auth("test-token")
             .header("content-type", "application/json")
-            .body(r#"{"srcImages":["/a.png"]}"#)
+            .body(r#"{"tags":["a"]}"#)
             .send()
             .await
             .expect("send");
@@ -989,12 +1002,7 @@ mod tests {
                 request = request.header(name.as_str(), value.as_str().expect("header value"));
             }
             let status = request.send().await.expect("send").status().as_u16();
-            let expected = if url.starts_with(PURGE_PATH) {
-                200
-            } else {
-                404
-            };
-            assert_eq!(status, expected, "{url}");
+            assert_eq!(status, 200, "{url}");
             replayed += 1;
         }
         assert_eq!(replayed, 2);
@@ -1008,14 +1016,40 @@ mod tests {
         assert_eq!(delete.query_value("teamId"), Some("team_1"));
         assert_eq!(delete.query_value("slug"), Some("my-team"));
         assert_eq!(delete.deadline, Some(json!(60)));
+        // The invalidate call is accepted but is not a purge.
         assert_eq!(
             fake.purged(),
             ["/images/a b.png", "https://cdn.example.com/x.jpg?v=1&w=2"]
         );
-        assert!(
-            calls
-                .iter()
-                .any(|c| c.path == "/v1/edge-cache/invalidate-by-src-images" && c.status == 404)
+        let invalidate = calls
+            .iter()
+            .find(|c| c.path == INVALIDATE_PATH)
+            .expect("invalidate call recorded");
+        assert_eq!(invalidate.query_value("projectIdOrName"), Some("prj_1"));
+        assert_eq!(invalidate.src_images, ["/a.png"]);
+    }
+
+    #[tokio::test]
+    async fn invalidate_takes_no_deadline_and_other_paths_are_404() {
+        let fake = fake().await;
+        let client = reqwest::Client::new();
+        let send = |path: &'static str, body: &'static str| {
+            client
+                .post(format!("{}{path}?{QUERY}", fake.base_url()))
+                .bearer_auth("test-token")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        let with_deadline = r#"{"srcImages":["/a.png"],"revalidationDeadlineSeconds":1}"#;
+        let status = |r: reqwest::Response| r.status().as_u16();
+        assert_eq!(
+            status(send(INVALIDATE_PATH, with_deadline).await.unwrap()),
+            400
         );
+        assert_eq!(status(send(PURGE_PATH, with_deadline).await.unwrap()), 200);
+        let tags = "/v1/edge-cache/dangerously-delete-by-tags";
+        assert_eq!(status(send(tags, r#"{"tags":["a"]}"#).await.unwrap()), 404);
+        assert_eq!(fake.purged(), ["/a.png"]);
     }
 }

@@ -9,7 +9,7 @@ pub mod fake_origin;
 pub mod fake_vercel;
 
 pub use fake_origin::{Behavior, FakeOrigin};
-pub use fake_vercel::{FakeVercel, FakeVercelConfig, PURGE_PATH, RecordedCall};
+pub use fake_vercel::{FakeVercel, FakeVercelConfig, INVALIDATE_PATH, PURGE_PATH, RecordedCall};
 
 use std::io::Write;
 use std::net::SocketAddr;
