@@ -258,7 +258,7 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
             w.canary.as_deref().unwrap_or("none"),
         );
         // A small watch and the default fraction: not even one purge passes.
-        let one_allowed = r.max_purge_fraction * w.sources.len() as f64 >= 1.0;
+        let one_allowed = crate::guard::max_due(r.max_purge_fraction, w.sources.len()) >= 1;
         if !w.sources.is_empty() && !one_allowed {
             let _ = writeln!(
                 out,

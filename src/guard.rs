@@ -75,6 +75,15 @@ pub struct GuardOutcome {
     pub tripped: Option<(Guard, String)>,
 }
 
+/// The most sources that may be due in one pass of a watch of `sources`
+/// without tripping `max_purge_fraction` (the guard trips when the due
+/// count is strictly greater than `fraction * sources`). Counted in whole
+/// sources, with a little slack for binary rounding, so that 29 of 100 at
+/// 0.29 passes although `0.29 * 100.0` is 28.999999999999996.
+pub fn max_due(fraction: f64, sources: usize) -> usize {
+    (fraction * sources as f64 + 1e-9).floor() as usize
+}
+
 pub fn check(input: &GuardInput) -> GuardOutcome {
     let none = GuardOutcome {
         allowed: input.due,
@@ -92,8 +101,7 @@ pub fn check(input: &GuardInput) -> GuardOutcome {
             )),
         };
     }
-    let limit = input.max_purge_fraction * input.sources as f64;
-    if input.due as f64 > limit {
+    if input.due > max_due(input.max_purge_fraction, input.sources) {
         return GuardOutcome {
             allowed: 0,
             tripped: Some((
@@ -177,6 +185,26 @@ mod tests {
         let g = o.tripped.unwrap().0;
         assert_eq!(g, Guard::MaxPurgesPerPass);
         assert!(!g.is_alarm());
+    }
+
+    #[test]
+    fn exactly_the_fraction_passes_despite_float_rounding() {
+        // 0.29 * 100.0 == 28.999999999999996 in binary floating point.
+        for (fraction, sources, due) in [(0.29, 100, 29), (0.1, 30, 3), (0.7, 10, 7)] {
+            let mut i = input(sources, due);
+            i.max_purge_fraction = fraction;
+            assert_eq!(check(&i).allowed, due, "{due} of {sources} at {fraction}");
+            i.due = due + 1;
+            assert_eq!(
+                check(&i).allowed,
+                0,
+                "{} of {sources} at {fraction}",
+                due + 1
+            );
+        }
+        assert_eq!(max_due(0.25, 3), 0);
+        assert_eq!(max_due(0.0, 1000), 0);
+        assert_eq!(max_due(1.0, 7), 7);
     }
 
     #[test]

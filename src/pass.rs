@@ -6,7 +6,7 @@
 //! a pass over a million sources holds only the sources due for purge.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -322,6 +322,9 @@ fn apply_guards(ctx: &PassContext, work: &mut Work) {
     }
 }
 
+/// A source to purge and every (watch, due) index that asked for it.
+type Wanted = (Arc<str>, Vec<(usize, usize)>);
+
 /// Purges every allowed due source, batched per target across watches.
 async fn purge(
     ctx: &PassContext,
@@ -330,7 +333,10 @@ async fn purge(
     now: DateTime<Utc>,
 ) {
     let interrupted = works.iter().any(|w| w.summary.interrupted) || cancel.is_cancelled();
-    let mut targets: BTreeMap<PurgeTarget, Vec<(usize, usize)>> = BTreeMap::new();
+    // Per target, each source once (two watches of one project may list the
+    // same source), with every (watch, due) that asked for it.
+    let mut targets: BTreeMap<PurgeTarget, Vec<Wanted>> = BTreeMap::new();
+    let mut slot: HashMap<(PurgeTarget, Arc<str>), usize> = HashMap::new();
     for (wi, work) in works.iter_mut().enumerate() {
         let mut held_for_shutdown = false;
         let target = PurgeTarget {
@@ -351,7 +357,14 @@ async fn purge(
                     format!("{}; shutting down, no new purge calls", due.reason),
                 ));
             } else {
-                targets.entry(target.clone()).or_default().push((wi, di));
+                let wanted = targets.entry(target.clone()).or_default();
+                let at = *slot
+                    .entry((target.clone(), due.src.clone()))
+                    .or_insert_with(|| {
+                        wanted.push((due.src.clone(), Vec::new()));
+                        wanted.len() - 1
+                    });
+                wanted[at].1.push((wi, di));
             }
         }
         work.summary.interrupted |= held_for_shutdown;
@@ -361,22 +374,19 @@ async fn purge(
     // A 401, 402 or 403 stops every purge of that project in this pass, in
     // whichever team or slug it was asked.
     let mut stopped: BTreeMap<String, PurgeError> = BTreeMap::new();
-    for (target, items) in targets {
-        let sources: Vec<Arc<str>> = items
-            .iter()
-            .map(|&(wi, di)| works[wi].due[di].src.clone())
-            .collect();
+    for (target, wanted) in targets {
         if let Some(e) = stopped.get(&target.project) {
             let not_sent = PurgeError::NotSent(e.to_string());
-            for &(wi, di) in &items {
+            for &(wi, di) in wanted.iter().flat_map(|(_, items)| items) {
                 let due = &mut works[wi].due[di];
                 let why = format!("{}; purge failed: {not_sent}", due.reason);
                 due.decision = Some((Decision::Failed, why));
             }
             continue;
         }
+        let sources: Vec<Arc<str>> = wanted.iter().map(|(src, _)| src.clone()).collect();
         let results = vercel.purge(&target, &sources, cancel).await;
-        let mut items = items.iter();
+        let mut wanted = wanted.iter();
         for batch in results {
             if let Err(
                 e @ (PurgeError::Unauthorized { .. } | PurgeError::PlanLacksFeature { .. }),
@@ -388,8 +398,8 @@ async fn purge(
                 o.purge_call(&target.project, batch.outcome.is_ok(), batch.calls);
             }
             let mut in_batch: Vec<usize> = Vec::new();
-            for _ in &batch.sources {
-                let &(wi, di) = items.next().expect("one result per source");
+            let items = (&mut wanted).take(batch.sources.len());
+            for &(wi, di) in items.flat_map(|(_, items)| items) {
                 let work = &mut works[wi];
                 if !in_batch.contains(&wi) {
                     in_batch.push(wi);

@@ -123,15 +123,22 @@ struct Host {
 }
 
 impl Host {
+    /// Waits until the host's backoff (if any) has passed. Called with a
+    /// slot held, and re-checked after each wait: a 429 that arrives while
+    /// this request waits (for the slot or for an earlier backoff) holds it
+    /// back too.
     async fn wait_backoff(&self) {
-        let until = *self.not_before.lock().expect("host lock");
-        if let Some(until) = until {
-            tokio::time::sleep_until(until).await;
+        loop {
+            let until = *self.not_before.lock().expect("host lock");
+            match until {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
         }
     }
 
-    fn back_off(&self, wait: Duration) {
-        let until = Instant::now() + wait.min(MAX_HOST_BACKOFF);
+    fn back_off(&self, wait: Duration, cap: Duration) {
+        let until = Instant::now() + wait.min(cap);
         let mut nb = self.not_before.lock().expect("host lock");
         if nb.is_none_or(|t| t < until) {
             *nb = Some(until);
@@ -152,6 +159,7 @@ pub struct Prober {
     transport: Transport,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     retry_base: Duration,
+    max_host_backoff: Duration,
 }
 
 impl Prober {
@@ -165,12 +173,20 @@ impl Prober {
             transport,
             hosts: Mutex::new(HashMap::new()),
             retry_base: Duration::from_millis(200),
+            max_host_backoff: MAX_HOST_BACKOFF,
         }
     }
 
     /// Shortens the wait between retries of inconclusive probes (tests).
     pub fn with_retry_base(mut self, base: Duration) -> Self {
         self.retry_base = base;
+        self
+    }
+
+    /// Lowers the cap on an origin's `Retry-After` (tests; the default is
+    /// [`MAX_HOST_BACKOFF`]).
+    pub fn with_max_host_backoff(mut self, cap: Duration) -> Self {
+        self.max_host_backoff = cap;
         self
     }
 
@@ -272,16 +288,19 @@ impl Prober {
         let mut hops = 0;
         loop {
             let host = self.host(&url, rules.per_host_concurrency);
-            host.wait_backoff().await;
             let (status, headers) = {
                 let _permit = host.permits.acquire().await.expect("semaphore open");
+                host.wait_backoff().await;
                 self.transport
                     .send(&method, &url, rules.timeout)
                     .await
                     .map_err(|e| e.describe(rules.timeout))?
             };
             if status == StatusCode::TOO_MANY_REQUESTS {
-                host.back_off(retry_after(&headers).unwrap_or(Duration::from_secs(1)));
+                host.back_off(
+                    retry_after(&headers).unwrap_or(Duration::from_secs(1)),
+                    self.max_host_backoff,
+                );
             }
             if !status.is_redirection() {
                 return Ok(Answer {

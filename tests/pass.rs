@@ -134,6 +134,16 @@ async fn guard_withholds_and_streaks_still_advance() {
     assert_eq!(second.decision("/retired.png"), "withheld");
     assert_eq!(second.outcome.exit(), Exit::Withheld);
     assert!(h.api.calls().is_empty());
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(h.state_path()).unwrap()).unwrap();
+    for src in ["/gone.png", "/retired.png"] {
+        let episode = &state["watches"]["site"][src];
+        assert_eq!(
+            episode["gone_streak"], 2,
+            "the withheld pass counted: {state}"
+        );
+        assert!(episode.get("purged_at").is_none(), "{state}");
+    }
 
     // The operator raises the limit: the confirmed streak is not lost.
     let relaxed = h.config("", FOUR);
@@ -199,6 +209,49 @@ watches:
         .find(|c| c.query_value("teamId") == Some("other"))
         .unwrap();
     assert_eq!(other.src_images, ["/c1.png"]);
+}
+
+#[tokio::test]
+async fn a_source_in_two_watches_of_one_project_is_sent_once() {
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let c = h.config(
+        "",
+        "
+defaults: { confirmations: 1, max_purge_fraction: 1.0 }
+watches:
+  - { name: a, project: p, origin: '{origin}', images: [/shared.png, /a.png] }
+  - { name: b, project: p, origin: '{origin}', images: [/shared.png] }
+",
+    );
+    let ran = h.pass(&c).await;
+    let batches = h.batches();
+    assert_eq!(batches.len(), 1);
+    let mut sent = batches[0].clone();
+    sent.sort();
+    assert_eq!(sent, ["/a.png", "/shared.png"], "each source once per call");
+    // Both watches asked for it, and both record the purge.
+    let shared: Vec<_> = ran
+        .records
+        .iter()
+        .filter(|r| r["src"] == "/shared.png")
+        .map(|r| {
+            (
+                r["watch"].as_str().unwrap(),
+                r["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shared.len(), 2);
+    assert!(shared.iter().all(|(_, d)| *d == "purge"), "{shared:?}");
+
+    let again = h.pass(&c).await;
+    assert_eq!(
+        again
+            .outcome
+            .total(origin_watch::policy::Decision::AlreadyPurged),
+        3
+    );
+    assert_eq!(h.api.calls().len(), 1);
 }
 
 #[tokio::test]

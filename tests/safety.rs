@@ -168,17 +168,100 @@ async fn an_unreachable_canary_withholds_too() {
 
 #[tokio::test]
 async fn probes_to_one_host_stay_within_per_host_concurrency() {
+    // Two watches on one origin: the limit is the process's, not a watch's.
     let (srcs, _) = many(40, Behavior::Present);
     let h = Harness::new(&[], Behavior::Slow(Duration::from_millis(50))).await;
     let c = h.config(
         "",
-        &watch_yaml("concurrency: 64, per_host_concurrency: 4", "", &srcs),
+        &format!(
+            "defaults: {{ concurrency: 64, per_host_concurrency: 4 }}\nwatches:\n  - {{ name: a, project: p, origin: '{{origin}}', images: {:?} }}\n  - {{ name: b, project: p, origin: '{{origin}}', images: {:?} }}\n",
+            &srcs[..20],
+            &srcs[20..]
+        ),
     );
     let ran = h.pass(&c).await;
     assert_eq!(ran.outcome.total(Decision::Keep), 40);
     let peak = h.origin.max_in_flight();
     assert!(peak <= 4, "{peak} requests in flight to one host");
     assert!(peak >= 2, "probes do run in parallel ({peak})");
+}
+
+#[tokio::test]
+async fn probes_queued_for_a_host_wait_out_its_retry_after() {
+    // One slot, three probes queued for it, no retries: each probe after a
+    // 429 waits for the Retry-After, even one that was already waiting for
+    // the slot when the 429 came.
+    let (srcs, _) = many(3, Behavior::Present);
+    let h = Harness::new(
+        &[],
+        Behavior::TooManyRequests {
+            retry_after_secs: 1,
+        },
+    )
+    .await;
+    let c = h.config(
+        "",
+        &watch_yaml(
+            "confirmations: 1, concurrency: 20, per_host_concurrency: 1, retries: 0",
+            "",
+            &srcs,
+        ),
+    );
+    let started = std::time::Instant::now();
+    let ran = h.pass(&c).await;
+    for s in &srcs {
+        assert_eq!(ran.decision(s), "skip");
+    }
+    assert_eq!(h.origin.total(), 3, "one try each");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "three probes one after another, each after the last one's Retry-After ({:?})",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_origin_retry_after_is_capped() {
+    // An origin asking for an hour is waited for only up to the cap (30 s in
+    // production, shortened here), so a pass always ends.
+    let (srcs, _) = many(2, Behavior::Present);
+    let h = Harness::new(
+        &[],
+        Behavior::TooManyRequests {
+            retry_after_secs: 3600,
+        },
+    )
+    .await;
+    let c = h.config(
+        "",
+        &watch_yaml(
+            "confirmations: 1, per_host_concurrency: 1, retries: 1",
+            "",
+            &srcs,
+        ),
+    );
+    let (mut ctx, lines) = h.context(&c, false, common::TOKEN);
+    ctx.prober = std::sync::Arc::new(
+        origin_watch::probe::Prober::new()
+            .unwrap()
+            .with_retry_base(Duration::from_millis(5))
+            .with_max_host_backoff(Duration::from_millis(200)),
+    );
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        origin_watch::pass::run_pass(
+            &ctx,
+            &c.watches,
+            &tokio_util::sync::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the pass ends: the origin's Retry-After is capped")
+    .unwrap();
+    assert_eq!(outcome.total(Decision::Skip), 2);
+    assert_eq!(h.origin.total(), 4, "one try and one retry per source");
+    assert_eq!(lines.take_json_lines().len(), 2);
+    assert!(h.api.calls().is_empty());
 }
 
 #[tokio::test]

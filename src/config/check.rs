@@ -210,6 +210,12 @@ impl<'a> Checker<'a> {
                 self.problem(format!(
                     "{k}: {s} is not a 4xx status; only a 4xx can mean the image is gone"
                 ));
+            } else if matches!(s, 408 | 429) {
+                // A timed-out or rate-limited probe says nothing about the
+                // image; the contract keeps them inconclusive.
+                self.problem(format!(
+                    "{k}: {s} means the origin is slow or rate limiting, never that the image is gone"
+                ));
             }
         }
         if !(0.0..=1.0).contains(&max_purge_fraction) {

@@ -403,6 +403,16 @@ watches:
     }
 
     #[test]
+    fn rate_limit_and_timeout_statuses_never_mean_gone() {
+        let e = problems(&format!(
+            "defaults: {{ gone_statuses: [404, 429] }}\n{MINIMAL}"
+        ));
+        assert!(e.contains("defaults.gone_statuses: 429"), "{e}");
+        let e = problems(&format!("defaults: {{ gone_statuses: [408] }}\n{MINIMAL}"));
+        assert!(e.contains("defaults.gone_statuses: 408"), "{e}");
+    }
+
+    #[test]
     fn deadline_over_a_year_is_rejected() {
         let e = problems(&format!(
             "vercel: {{ revalidation_deadline_seconds: 31536001 }}\n{MINIMAL}"
