@@ -42,6 +42,9 @@ struct Args {
     /// After those, answer every valid call with this status (e.g. 402, 403).
     #[arg(long, value_name = "CODE")]
     status: Option<u16>,
+    /// Wait this long before answering each call (e.g. 5s), to try shutdowns.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    delay: Option<std::time::Duration>,
 }
 
 #[tokio::main]
@@ -56,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             retry_after_secs: args.retry_after,
             fail_500: args.fail_500,
             fixed_status: args.status,
+            delay: args.delay.unwrap_or_default(),
         },
     )
     .await

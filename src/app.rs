@@ -32,20 +32,14 @@ pub enum AppError {
     /// The pass ran but its state could not be saved.
     #[error(transparent)]
     StateSave(StateError),
-    #[error("cannot open report file {path}: {source}")]
-    Report {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot open report file {path}: {cause}")]
+    Report { path: String, cause: std::io::Error },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("cannot build the probe client: {0}")]
     Client(String),
-    #[error("cannot serve --listen {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error("cannot serve --listen {addr}: {cause}")]
+    Listen { addr: String, cause: std::io::Error },
 }
 
 impl AppError {
@@ -180,9 +174,9 @@ pub fn context(config: &Config, args: &PassArgs) -> Result<PassContext, AppError
 pub fn reporter(args: &ReportArgs) -> Result<Reporter, AppError> {
     match &args.report {
         None => Ok(Reporter::log_only()),
-        Some(path) => Reporter::to_path(path).map_err(|source| AppError::Report {
+        Some(path) => Reporter::to_path(path).map_err(|cause| AppError::Report {
             path: path.display().to_string(),
-            source,
+            cause,
         }),
     }
 }

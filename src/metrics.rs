@@ -25,7 +25,7 @@ use crate::exit::Exit;
 use crate::guard::Guard;
 use crate::pass::PassObserver;
 use crate::policy::Decision;
-use crate::probe::Observation;
+use crate::probe::{Observation, Verdict};
 use crate::report::WatchSummary;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -135,6 +135,67 @@ impl Metrics {
                 watch: watch.into(),
             })
             .set(n as i64);
+    }
+
+    /// Starts a watch's series at zero (every verdict, decision and guard,
+    /// and both purge outcomes of its project), so that `increase()` alerts
+    /// see the first trip or failure rather than a series appearing from
+    /// nothing.
+    pub fn register_watch(&self, watch: &str, project: &str, sources: usize) {
+        self.sources(watch, sources);
+        let w = || watch.to_owned();
+        for v in [Verdict::Present, Verdict::Gone, Verdict::Inconclusive] {
+            drop(self.probes.get_or_create(&WatchVerdict {
+                watch: w(),
+                verdict: v.as_str().into(),
+            }));
+        }
+        for d in Decision::ALL {
+            drop(self.decisions.get_or_create(&WatchDecision {
+                watch: w(),
+                decision: d.as_str().into(),
+            }));
+        }
+        for g in Guard::ALL {
+            drop(self.guard_trips.get_or_create(&WatchGuard {
+                watch: w(),
+                guard: g.as_str().into(),
+            }));
+        }
+        for outcome in ["ok", "failed"] {
+            drop(self.purge_calls.get_or_create(&ProjectOutcome {
+                project: project.into(),
+                outcome: outcome.into(),
+            }));
+        }
+    }
+
+    /// Drops every series of a watch that a reload removed, so alerts on
+    /// (say) its last pass time do not fire forever.
+    pub fn forget_watch(&self, watch: &str) {
+        let w = || watch.to_owned();
+        for v in [Verdict::Present, Verdict::Gone, Verdict::Inconclusive] {
+            self.probes.remove(&WatchVerdict {
+                watch: w(),
+                verdict: v.as_str().into(),
+            });
+        }
+        for d in Decision::ALL {
+            self.decisions.remove(&WatchDecision {
+                watch: w(),
+                decision: d.as_str().into(),
+            });
+        }
+        for g in Guard::ALL {
+            self.guard_trips.remove(&WatchGuard {
+                watch: w(),
+                guard: g.as_str().into(),
+            });
+        }
+        let label = WatchLabel { watch: w() };
+        self.last_pass.remove(&label);
+        self.pass_duration.remove(&label);
+        self.sources.remove(&label);
     }
 
     /// The Prometheus text exposition.
@@ -312,7 +373,6 @@ async fn metrics_text(State(s): State<Served>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Verdict;
     use std::time::Duration;
 
     #[test]
@@ -332,8 +392,15 @@ mod tests {
         m.purge_call("my-app", true, 1);
         m.guard_tripped("site", Guard::Canary);
         m.sources("site", 12);
+        m.pass_done(&WatchSummary {
+            watch: "site".into(),
+            duration: Duration::from_millis(1500),
+            ..WatchSummary::default()
+        });
         let text = m.encode();
         for line in [
+            r#"origin_watch_pass_duration_seconds{watch="site"} 1.5"#,
+            r#"origin_watch_last_pass_timestamp_seconds{watch="site"} "#,
             r#"origin_watch_probes_total{watch="site",verdict="gone"} 1"#,
             r#"origin_watch_decisions_total{watch="site",decision="purge"} 2"#,
             r#"origin_watch_purge_calls_total{project="my-app",outcome="ok"} 1"#,
@@ -342,5 +409,46 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_registered_watch_starts_at_zero() {
+        let m = Metrics::new();
+        m.register_watch("site", "my-app", 4);
+        let text = m.encode();
+        for line in [
+            r#"origin_watch_guard_trips_total{watch="site",guard="canary"} 0"#,
+            r#"origin_watch_decisions_total{watch="site",decision="failed"} 0"#,
+            r#"origin_watch_probes_total{watch="site",verdict="gone"} 0"#,
+            r#"origin_watch_purge_calls_total{project="my-app",outcome="failed"} 0"#,
+            r#"origin_watch_sources{watch="site"} 4"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_removed_watch_leaves_no_series() {
+        let m = Metrics::new();
+        for watch in ["kept", "removed"] {
+            m.sources(watch, 3);
+            m.decided(watch, Decision::Keep);
+            m.guard_tripped(watch, Guard::MaxPurgeFraction);
+            m.pass_done(&WatchSummary {
+                watch: watch.into(),
+                ..WatchSummary::default()
+            });
+        }
+        m.forget_watch("removed");
+        let text = m.encode();
+        assert!(!text.contains(r#"watch="removed""#), "{text}");
+        assert!(
+            text.contains(r#"origin_watch_sources{watch="kept"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"origin_watch_last_pass_timestamp_seconds{watch="kept"}"#),
+            "{text}"
+        );
     }
 }

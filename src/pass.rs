@@ -394,7 +394,8 @@ async fn purge(
             {
                 stopped.insert(target.project.clone(), e.clone());
             }
-            if let Some(o) = &ctx.observer {
+            // A batch never sent (shutdown, or its project stopped) is no call.
+            if let Some(o) = ctx.observer.as_ref().filter(|_| batch.calls > 0) {
                 o.purge_call(&target.project, batch.outcome.is_ok(), batch.calls);
             }
             let mut in_batch: Vec<usize> = Vec::new();
@@ -410,8 +411,18 @@ async fn purge(
                     Ok(()) => {
                         if let Some(ep) = work.episodes.get_mut(&*due.src) {
                             policy::mark_purged(ep, now);
+                            // Into the store at once: a shutdown that stops
+                            // waiting for this pass still saves the purge.
+                            ctx.state.record(&work.watch.name, &due.src, ep.clone());
                         }
                         (Decision::Purge, due.reason.clone())
+                    }
+                    Err(PurgeError::ShuttingDown) => {
+                        work.summary.interrupted = true;
+                        (
+                            Decision::Withheld,
+                            format!("{}; shutting down, no new purge calls", due.reason),
+                        )
                     }
                     Err(e) => (
                         Decision::Failed,

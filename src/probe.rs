@@ -337,6 +337,13 @@ impl Prober {
         }
     }
 
+    /// Forgets the per-host limits (after a reload), so the next probe of
+    /// each host sets its limit from the new rules. Requests in flight keep
+    /// their slots on the old limit until they finish.
+    pub fn reset_host_limits(&self) {
+        self.hosts.lock().expect("hosts lock").clear();
+    }
+
     fn host(&self, url: &Url, permits: usize) -> Arc<Host> {
         // "scheme://host:port": a slice of the URL, so a lookup allocates nothing.
         let key = &url[..url::Position::BeforePath];

@@ -25,41 +25,59 @@ use crate::pass::{PassContext, run_pass};
 /// scheduler can be tested with a stub.
 pub type PassFn = Arc<dyn Fn(Arc<Watch>) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// Wall-clock time that follows Tokio's clock, so that paused-time tests
-/// move cron schedules forward too.
-#[derive(Clone, Copy)]
+/// The longest single sleep toward a fire: the wall clock is read again
+/// after each, so a clock step (NTP, a resumed VM) or a suspend moves the
+/// next fire with it instead of leaving it at the wrong UTC time.
+const MAX_NAP: Duration = Duration::from_secs(30);
+
+/// UTC wall time for the schedules: the system clock, or (tests) a clock
+/// pinned to a known instant that follows Tokio's clock, so paused-time
+/// tests move cron schedules forward too.
+#[derive(Clone, Copy, Default)]
 pub struct Clock {
-    wall: DateTime<Utc>,
-    mono: Instant,
+    pinned: Option<(DateTime<Utc>, Instant)>,
 }
 
 impl Clock {
+    /// The system clock.
     pub fn new() -> Clock {
-        Self::starting_at(Utc::now())
+        Clock { pinned: None }
     }
 
-    /// A clock that reads `wall` now (tests pin it to a known instant).
+    /// A clock that reads `wall` now and moves with Tokio's clock.
     pub fn starting_at(wall: DateTime<Utc>) -> Clock {
         Clock {
-            wall,
-            mono: Instant::now(),
+            pinned: Some((wall, Instant::now())),
         }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        self.wall + chrono::Duration::from_std(self.mono.elapsed()).unwrap_or_default()
+        match self.pinned {
+            None => Utc::now(),
+            Some((wall, mono)) => {
+                wall + chrono::Duration::from_std(mono.elapsed()).unwrap_or_default()
+            }
+        }
     }
 
-    /// The Tokio instant at which wall time `t` is reached.
-    pub fn instant_at(&self, t: DateTime<Utc>) -> Instant {
-        let ahead = (t - self.wall).to_std().unwrap_or(Duration::ZERO);
-        self.mono + ahead
+    /// Sleeps until wall time `t`, in naps of at most [`MAX_NAP`].
+    pub async fn sleep_until(&self, t: DateTime<Utc>) {
+        loop {
+            match (t - self.now()).to_std() {
+                Ok(left) if !left.is_zero() => tokio::time::sleep(left.min(MAX_NAP)).await,
+                _ => return,
+            }
+        }
     }
 }
 
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
+/// Clears a watch's "pass running" flag when its pass ends, even by a panic,
+/// so one bad pass cannot make every later fire be skipped.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -84,17 +102,21 @@ pub async fn watch_loop(
             h.next_fire(&watch.name, next);
         }
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(clock.instant_at(next)) => {}
+            _ = clock.sleep_until(next) => {}
+        }
+        if stop.is_cancelled() {
+            return;
         }
         if running.swap(true, Ordering::SeqCst) {
             tracing::warn!(watch = %watch.name, fire = %next, "previous pass still running; this fire is skipped");
             continue;
         }
-        let (fut, running) = (pass(watch.clone()), running.clone());
+        let (fut, running) = (pass(watch.clone()), Running(running.clone()));
         tracker.spawn(async move {
+            let _running = running;
             fut.await;
-            running.store(false, Ordering::SeqCst);
         });
     }
 }
@@ -117,12 +139,13 @@ pub async fn sidecar(
         reporter: ctx.reporter.clone(),
     });
     if let Some(addr) = args.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| AppError::Listen {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|cause| AppError::Listen {
+                    addr: addr.to_string(),
+                    cause,
+                })?;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /healthz and /metrics");
         let (m, h, stop) = (metrics.clone(), health.clone(), shutdown.clone());
         tokio::spawn(async move { crate::metrics::serve(listener, m, h, stop).await });
@@ -155,7 +178,7 @@ pub async fn sidecar(
     let mut hup = hangup_signal();
     'serve: loop {
         for w in &config.watches {
-            metrics.sources(&w.name, w.sources.len());
+            metrics.register_watch(&w.name, &w.project, w.sources.len());
         }
         let loops = shutdown.child_token();
         for watch in &config.watches {
@@ -186,7 +209,14 @@ pub async fn sidecar(
                         new.state_path = config.state_path.clone();
                         tracing::info!(watches = new.watches.len(), "config reloaded; it applies from each watch's next fire");
                         loops.cancel();
-                        health.retain(&new.watches.iter().map(|w| w.name.clone()).collect::<Vec<_>>());
+                        let names: Vec<String> = new.watches.iter().map(|w| w.name.clone()).collect();
+                        health.retain(&names);
+                        for gone in config.watches.iter().filter(|w| !names.contains(&w.name)) {
+                            metrics.forget_watch(&gone.name);
+                        }
+                        // Per-host limits are rebuilt from the new config
+                        // as each host is next probed.
+                        ctx.prober.reset_host_limits();
                         config = new;
                         continue 'serve;
                     }
@@ -200,15 +230,15 @@ pub async fn sidecar(
 
     tracing::info!("shutting down: no new passes or purge calls; waiting for passes in flight");
     tracker.close();
-    if tokio::time::timeout(args.shutdown_timeout, tracker.wait())
+    let clean = tokio::time::timeout(args.shutdown_timeout, tracker.wait())
         .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?args.shutdown_timeout, "passes still running at the shutdown timeout; saving state and exiting");
+        .is_ok();
+    if !clean {
+        tracing::warn!(timeout = ?args.shutdown_timeout, "passes still running at the shutdown timeout; saving state (with the purges they made) and exiting 1");
     }
     ctx.state.save().map_err(AppError::StateSave)?;
     ctx.reporter.flush();
-    Ok(Exit::Ok)
+    Ok(if clean { Exit::Ok } else { Exit::PurgeFailed })
 }
 
 /// SIGHUP as a stream of reload requests (never fires off Unix).
@@ -255,11 +285,21 @@ mod tests {
     }
 
     fn counting_pass(count: Arc<AtomicUsize>, takes: Duration) -> PassFn {
+        finishing_pass(count, Arc::default(), takes)
+    }
+
+    /// Counts passes as they start in `started` and as they end in `finished`.
+    fn finishing_pass(
+        started: Arc<AtomicUsize>,
+        finished: Arc<AtomicUsize>,
+        takes: Duration,
+    ) -> PassFn {
         Arc::new(move |_w| {
-            let count = count.clone();
+            let (started, finished) = (started.clone(), finished.clone());
             Box::pin(async move {
-                count.fetch_add(1, Ordering::SeqCst);
+                started.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(takes).await;
+                finished.fetch_add(1, Ordering::SeqCst);
             })
         })
     }
@@ -309,11 +349,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cancellation_stops_the_loop_and_waits_for_the_pass() {
         let count = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let h = tokio::spawn(watch_loop(
             watch("*/5 * * * * *"),
-            counting_pass(count.clone(), Duration::from_secs(2)),
+            finishing_pass(count.clone(), finished.clone(), Duration::from_secs(2)),
             Arc::default(),
             tracker.clone(),
             half_past(),
@@ -327,8 +368,58 @@ mod tests {
             .await
             .expect("loop returns at once")
             .unwrap();
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            0,
+            "the pass is still running"
+        );
+        let waited = Instant::now();
         tracker.close();
         tracker.wait().await;
         assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            1,
+            "the tracker waited for the pass"
+        );
+        assert!(waited.elapsed() >= Duration::from_millis(1_300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_pass_does_not_block_later_fires() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let pass: PassFn = {
+            let count = count.clone();
+            Arc::new(move |_w| {
+                let count = count.clone();
+                Box::pin(async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    panic!("a bug in a pass");
+                })
+            })
+        };
+        let stop = CancellationToken::new();
+        let h = tokio::spawn(watch_loop(
+            watch("* * * * * *"),
+            pass,
+            Arc::default(),
+            TaskTracker::new(),
+            half_past(),
+            stop.clone(),
+            None,
+        ));
+        tokio::time::sleep(Duration::from_millis(3_200)).await;
+        stop.cancel();
+        h.await.unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 3, "every fire ran a pass");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_sleep_reaches_its_wall_time_in_naps() {
+        let clock = half_past();
+        let target = clock.now() + chrono::Duration::seconds(95);
+        clock.sleep_until(target).await;
+        assert!(clock.now() >= target);
+        assert!(clock.now() - target < chrono::Duration::milliseconds(5));
     }
 }

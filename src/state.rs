@@ -23,10 +23,10 @@ pub type WatchState = BTreeMap<String, Episode>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot read state file {path}: {source}")]
+    #[error("cannot read state file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "state file {path} is not valid ({message}); fix it or move it away (origin-watch then starts with no memory of gone images)"
@@ -42,10 +42,10 @@ pub enum StateError {
         lock: PathBuf,
         holder: String,
     },
-    #[error("cannot write state file {path}: {source}")]
+    #[error("cannot write state file {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -72,9 +72,9 @@ impl StateStore {
     /// Opens the state for writing: takes the single-writer lock (failing at
     /// once if another process holds it), then loads the file.
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
-        let write_err = |source| StateError::Write {
+        let write_err = |cause| StateError::Write {
             path: path.to_owned(),
-            source,
+            cause,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(write_err)?;
@@ -94,7 +94,7 @@ impl StateStore {
                     .ok()
                     .map(|s| s.trim().to_owned())
                     .filter(|s| !s.is_empty())
-                    .map(|pid| format!(" by pid {pid}"))
+                    .map(|holder| format!(" by {holder}"))
                     .unwrap_or_default();
                 return Err(StateError::Locked {
                     path: path.to_owned(),
@@ -104,9 +104,11 @@ impl StateStore {
             }
             Err(fs::TryLockError::Error(e)) => return Err(write_err(e)),
         }
-        // Who holds it, for the message a second process prints.
+        // Who holds it, for the message a second process prints (a pid
+        // alone means little from another container or machine).
         let _ = lock.set_len(0);
-        let _ = writeln!(lock, "{}", std::process::id());
+        let _ = writeln!(lock, "pid {} on {}", std::process::id(), hostname());
+        remove_stale_temporaries(path);
         let data = load(path)?;
         Ok(StateStore {
             path: path.to_owned(),
@@ -145,6 +147,18 @@ impl StateStore {
         }
     }
 
+    /// Records one source's episode at once, before its pass ends (a
+    /// purge the API has just confirmed), so that a save made while the
+    /// pass is still running keeps it.
+    pub fn record(&self, watch: &str, src: &str, episode: Episode) {
+        self.data
+            .lock()
+            .expect("state lock")
+            .entry(watch.to_owned())
+            .or_default()
+            .insert(src.to_owned(), episode);
+    }
+
     /// A copy of a watch's episodes, for a pass to work on.
     pub fn get(&self, watch: &str) -> WatchState {
         self.data
@@ -169,9 +183,9 @@ impl StateStore {
             };
             serde_json::to_vec_pretty(&file).expect("state serializes")
         };
-        write_atomically(&self.path, &bytes).map_err(|source| StateError::Write {
+        write_atomically(&self.path, &bytes).map_err(|cause| StateError::Write {
             path: self.path.clone(),
-            source,
+            cause,
         })
     }
 }
@@ -192,10 +206,10 @@ fn load(path: &Path) -> Result<BTreeMap<String, WatchState>, StateError> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(source) => {
+        Err(cause) => {
             return Err(StateError::Read {
                 path: path.to_owned(),
-                source,
+                cause,
             });
         }
     };
@@ -210,6 +224,42 @@ fn load(path: &Path) -> Result<BTreeMap<String, WatchState>, StateError> {
         });
     }
     Ok(file.watches)
+}
+
+/// This machine's name, for the lock file; empty when it cannot be read.
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "an unknown host".to_owned())
+}
+
+/// Removes `<state>.tmp-<pid>` files that a writer killed mid-save left
+/// behind. Called with the lock held, so no live writer owns one.
+fn remove_stale_temporaries(path: &Path) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!("{name}.tmp-");
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Write to a temporary file in the same folder, fsync it, rename it over the
@@ -323,6 +373,44 @@ mod tests {
             "{ not json",
             "left as it was"
         );
+    }
+
+    #[test]
+    fn a_writer_removes_temporaries_a_killed_writer_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(dir.path().join("state.json.tmp-4242"), "{ half writ").unwrap();
+        fs::write(dir.path().join("other.json.tmp-1"), "not ours").unwrap();
+        let _s = StateStore::open(&path).unwrap();
+        assert!(!dir.path().join("state.json.tmp-4242").exists());
+        assert!(dir.path().join("other.json.tmp-1").exists());
+        let holder = fs::read_to_string(lock_path(&path)).unwrap();
+        assert!(
+            holder.starts_with(&format!("pid {} on ", std::process::id())),
+            "{holder}"
+        );
+    }
+
+    #[test]
+    fn a_save_replaces_the_file_rather_than_writing_into_it() {
+        // Rename, not rewrite: a reader holding the old file still reads
+        // the whole old state, so no reader (or crash) ever sees a mix.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let s = StateStore::open(&path).unwrap();
+        let mut w = WatchState::new();
+        w.insert("/a.png".into(), episode(1));
+        s.put("site", w.clone());
+        s.save().unwrap();
+        let before = fs::read_to_string(&path).unwrap();
+        let mut old = File::open(&path).unwrap();
+        w.insert("/b.png".into(), episode(2));
+        s.put("site", w);
+        s.save().unwrap();
+        let mut seen = String::new();
+        std::io::Read::read_to_string(&mut old, &mut seen).unwrap();
+        assert_eq!(seen, before, "the old file was not written into");
+        assert!(fs::read_to_string(&path).unwrap().contains("/b.png"));
     }
 
     #[test]

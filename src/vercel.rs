@@ -68,6 +68,10 @@ pub enum PurgeError {
     RateLimited { secs: u64 },
     #[error("not sent: {0}")]
     NotSent(String),
+    /// Shutdown began before this batch was sent: nothing failed, it waits
+    /// for a later pass.
+    #[error("not sent: shutting down, no new purge calls")]
+    ShuttingDown,
 }
 
 /// The outcome of one batch.
@@ -180,12 +184,7 @@ impl VercelClient {
             let (calls, outcome) = if let Some(err) = &stop {
                 (0, Err(PurgeError::NotSent(err.to_string())))
             } else if cancel.is_cancelled() {
-                (
-                    0,
-                    Err(PurgeError::NotSent(
-                        "shutting down; no new purge calls".into(),
-                    )),
-                )
+                (0, Err(PurgeError::ShuttingDown))
             } else {
                 self.send_batch(target, batch, cancel).await
             };

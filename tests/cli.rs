@@ -1022,7 +1022,12 @@ async fn run_purges_serves_metrics_and_stops_cleanly() {
         r#"origin_watch_decisions_total{watch="side",decision="purge"} 2"#,
         r#"origin_watch_purge_calls_total{project="proj-side",outcome="ok"} 1"#,
         r#"origin_watch_sources{watch="side"} 3"#,
-        "origin_watch_probes_total",
+        r#"origin_watch_probes_total{watch="side",verdict="gone"} "#,
+        r#"origin_watch_probes_total{watch="side",verdict="present"} "#,
+        r#"origin_watch_last_pass_timestamp_seconds{watch="side"} "#,
+        r#"origin_watch_pass_duration_seconds{watch="side"} "#,
+        r#"origin_watch_guard_trips_total{watch="side",guard="max_purge_fraction"} 0"#,
+        r#"origin_watch_purge_calls_total{project="proj-side",outcome="failed"} 0"#,
     ];
     let deadline = Instant::now() + Duration::from_secs(5);
     let metrics = loop {
@@ -1035,6 +1040,21 @@ async fn run_purges_serves_metrics_and_stops_cleanly() {
     };
     for line in expected {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    let (status, body) = get(&format!("{base}/healthz")).await.expect("GET /healthz");
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).expect("healthz is JSON");
+    assert_eq!(health["status"], "ok", "{health}");
+    let side = &health["watches"]["side"];
+    assert_eq!(side["outcome"], "ok", "{health}");
+    for key in ["last_pass", "next_fire"] {
+        let t = side[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} in {health}"));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+            "{key}: {t}"
+        );
     }
 
     let code = child.terminate(Duration::from_secs(10)).await;
@@ -1070,10 +1090,27 @@ async fn run_dry_run_never_calls_the_api_or_writes_state() {
         Behavior::Present,
     )
     .await;
-    sidecar_config(&w, "dry", "proj-dry");
+    // Two confirmations: only streaks kept in memory across passes can
+    // ever reach would_purge.
+    w.write_config(&format!(
+        "watches:\n{}",
+        w.watch(
+            "dry",
+            "proj-dry",
+            "    schedule: '* * * * * *'\n    confirmations: 2\n    max_purge_fraction: 1.0\n",
+            &["/a.png", "/b.png", "/c.png"]
+        )
+    ));
     // No token: a dry run does not need it.
     let mut child = w.spawn(&["run", "--dry-run"], false, "dry");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let decided = |d: &str| {
+        json_lines(&child.stderr())
+            .iter()
+            .any(|e| e["src"] == "/b.png" && e["decision"] == d)
+    };
+    let confirmed = eventually(Duration::from_secs(8), || decided("would_purge")).await;
+    assert!(confirmed, "never would_purge\n{}", child.logs());
+    assert!(decided("pending"), "{}", child.logs());
     assert!(
         child.still_running(),
         "run --dry-run exited\n{}",
@@ -1133,6 +1170,11 @@ async fn sighup_reloads_and_survives_a_bad_config() {
         "no error event about the reload\n{}",
         child.logs()
     );
+    assert!(
+        child.stderr().contains("bogus_key"),
+        "the reload error names the bad key\n{}",
+        child.logs()
+    );
 
     // A good config with a second watch takes effect.
     let second = w.watch("second", "proj-r", every_second, &["/second.png"]);
@@ -1152,4 +1194,81 @@ async fn sighup_reloads_and_survives_a_bad_config() {
     let code = child.terminate(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0), "{}", child.logs());
     assert!(w.vercel.calls().is_empty(), "{:?}", w.vercel.calls());
+}
+
+// ---------------------------------------------------------------------------
+// 12. SIGTERM with a purge call in flight
+
+/// Twenty gone images (three batches) against an API that answers each
+/// call after `delay`; `run` is started and the first call awaited.
+async fn slow_api_world(tag: &str, delay: Duration) -> (World, Vec<String>) {
+    let token = format!("tok_{tag}_s3cr3t");
+    let vercel = FakeVercelConfig {
+        delay,
+        ..FakeVercelConfig::new(token.clone())
+    };
+    let w = World::with_vercel(tag, &[], Behavior::Status(404), vercel, token).await;
+    let images: Vec<String> = (0..20).map(|i| format!("/g{i:02}.png")).collect();
+    let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+    w.write_config(&format!(
+        "watches:\n{}",
+        w.watch(
+            "slow",
+            "proj-slow",
+            "    schedule: '* * * * * *'\n    confirmations: 1\n    max_purge_fraction: 1.0\n",
+            &refs
+        )
+    ));
+    (w, images)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_call_in_flight_finish_and_saves_it() {
+    let (w, images) = slow_api_world("inflight", Duration::from_secs(2)).await;
+    let mut child = w.spawn(&["run", "--shutdown-timeout", "15s"], true, "inflight");
+    let called = eventually(Duration::from_secs(10), || !w.vercel.calls().is_empty()).await;
+    assert!(called, "no purge call\n{}", child.logs());
+    let code = child.terminate(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "{}", child.logs());
+
+    let calls = w.vercel.calls();
+    assert_eq!(calls.len(), 1, "no new call after SIGTERM: {calls:?}");
+    let sent = calls[0].src_images.clone();
+    assert_eq!(sent.len(), 8);
+    let state = read_state(&w.state_path());
+    for src in &images {
+        let purged = state["watches"]["slow"][src.as_str()]["purged_at"].is_string();
+        assert_eq!(purged, sent.contains(src), "{src}: {state}");
+    }
+    // The batches never sent are withheld for a later pass, not failed.
+    let stdout = std::fs::read_to_string(&child.stdout).unwrap();
+    assert!(
+        stdout.contains("8 purged, 0 pending, 0 already purged, 12 withheld, 0 failed"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shutdown_timeout_bounds_the_wait_and_exits_1() {
+    let (w, _) = slow_api_world("bound", Duration::from_secs(20)).await;
+    let mut child = w.spawn(&["run", "--shutdown-timeout", "1s"], true, "bound");
+    let called = eventually(Duration::from_secs(10), || !w.vercel.calls().is_empty()).await;
+    assert!(called, "no purge call\n{}", child.logs());
+    let started = Instant::now();
+    let code = child.terminate(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1), "not a clean shutdown\n{}", child.logs());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?} with --shutdown-timeout 1s",
+        started.elapsed()
+    );
+    assert!(
+        child.stderr().contains("shutdown timeout"),
+        "{}",
+        child.logs()
+    );
+    // Saved, and nothing marked purged whose 200 never came.
+    let state = read_state(&w.state_path());
+    assert_eq!(state["version"], 1, "{state}");
+    assert!(!state.to_string().contains("purged_at"), "{state}");
 }

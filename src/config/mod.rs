@@ -24,10 +24,10 @@ pub const MAX_DEADLINE_SECONDS: u64 = 31_536_000;
 /// Why a configuration could not be used. Every variant names its culprit.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
@@ -185,9 +185,9 @@ impl Config {
     /// Reads and checks a config file. Relative paths inside it (`state`,
     /// `images_file`) are relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let base = path
             .parent()

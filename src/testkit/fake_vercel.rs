@@ -58,6 +58,9 @@ pub struct FakeVercelConfig {
     /// After the faults above, every valid call gets this status (with a
     /// Vercel-style error body unless it is a 2xx).
     pub fixed_status: Option<u16>,
+    /// How long each call waits, after it is recorded, before it is
+    /// answered (a slow API, for shutdown tests).
+    pub delay: std::time::Duration,
 }
 
 impl FakeVercelConfig {
@@ -78,6 +81,7 @@ impl Default for FakeVercelConfig {
             retry_after_secs: 1,
             fail_500: 0,
             fixed_status: None,
+            delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -300,7 +304,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         status: 0,
     };
 
-    let reply = {
+    let (reply, delay) = {
         let mut state = lock(&shared.state);
         let checked = if body_too_large {
             Err(Reply::error(
@@ -317,13 +321,16 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         };
         call.status = reply.status.as_u16();
         state.calls.push(call.clone());
-        reply
+        (reply, state.cfg.delay)
     };
 
     // Cloned out of the lock so a slow hook (printing) never blocks recording.
     let hook = lock(&shared.hook).clone();
     if let Some(hook) = hook {
         hook(&call);
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     reply.into_response()
 }
