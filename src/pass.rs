@@ -189,7 +189,13 @@ async fn observe(
                     .unwrap_or_else(|| format!("status {}", obs.status.unwrap_or(0)));
                 Canary::NotPresent(format!("{url}: {} ({what})", obs.verdict.as_str()))
             };
-            tracing::info!(watch = %watch.name, probe = %url, verdict = obs.verdict.as_str(), "canary");
+            if canary == Canary::Present {
+                tracing::info!(watch = %watch.name, probe = %url, verdict = obs.verdict.as_str(), "canary");
+            } else {
+                // Warned even when nothing is due yet: purges will be
+                // withheld as soon as something is.
+                tracing::warn!(watch = %watch.name, probe = %url, verdict = obs.verdict.as_str(), "canary not present; this watch's purges are withheld while it is not");
+            }
             canary
         }
     };
