@@ -41,7 +41,18 @@ impl CronSchedule {
                 ));
             }
         };
-        let inner = cron::Schedule::from_str(&full).map_err(|e| e.to_string())?;
+        // The cron crate's message repeats the expression (in its own
+        // 6-field form) with a caret under it; its last line says what is
+        // wrong, and is all that makes sense next to what the user wrote.
+        let inner = cron::Schedule::from_str(&full).map_err(|e| {
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && *l != "^");
+            why.unwrap_or(&text).trim_end_matches('.').to_owned()
+        })?;
         if inner.upcoming(Utc).next().is_none() {
             return Err("it never fires".into());
         }
@@ -158,7 +169,11 @@ mod tests {
 
     #[test]
     fn bad_expressions_say_why() {
-        assert!(CronSchedule::parse("61 * * * *").is_err());
+        let e = CronSchedule::parse("61 * * * *").unwrap_err();
+        assert!(
+            e.contains("'61'") && !e.contains('\n'),
+            "one line naming the value: {e}"
+        );
         assert!(
             CronSchedule::parse("* * *")
                 .unwrap_err()
