@@ -179,7 +179,7 @@ fn peak_rss_mb() -> f64 {
 struct Latencies(Mutex<Vec<u32>>);
 
 impl PassObserver for Latencies {
-    fn probed(&self, _watch: &str, obs: &Observation) {
+    fn probed(&self, _watch: &str, obs: &Observation, _sources: u32) {
         let us = obs.elapsed.as_micros().min(u32::MAX as u128) as u32;
         self.0.lock().expect("latencies").push(us);
     }

@@ -95,12 +95,7 @@ pub async fn execute(
             return Ok(Exit::Ok);
         }
         Command::Man => {
-            let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .expect("rendering to memory cannot fail");
-            let _ = std::io::stdout().write_all(&out);
+            let _ = std::io::stdout().write_all(&man_page());
             return Ok(Exit::Ok);
         }
         _ => {}
@@ -132,8 +127,8 @@ async fn one_pass(
 ) -> Result<Exit, AppError> {
     let mut ctx = context(config, args)?;
     let progress = std::io::stderr().is_terminal().then(|| {
-        let probes = config.watches.iter().map(|w| w.probes.len() as u64).sum();
-        Arc::new(Progress::new(probes))
+        let sources = config.watches.iter().map(|w| w.sources.len() as u64).sum();
+        Arc::new(Progress::new(sources))
     });
     if let Some(p) = &progress {
         ctx.observer = Some(p.clone());
@@ -145,6 +140,70 @@ async fn one_pass(
     let outcome = outcome.map_err(AppError::StateSave)?;
     print_outcome(&outcome);
     Ok(outcome.exit())
+}
+
+/// The man page: one page with every command's synopsis and options (the
+/// clap definition, rendered by clap_mangen) and the exit codes.
+pub fn man_page() -> Vec<u8> {
+    use clap_mangen::Man;
+    let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    let top = Man::new(cmd.clone());
+    let rendered: std::io::Result<()> = (|| {
+        top.render_title(&mut out)?;
+        top.render_name_section(&mut out)?;
+        top.render_synopsis_section(&mut out)?;
+        top.render_description_section(&mut out)?;
+        top.render_options_section(&mut out)?;
+        out.extend_from_slice(b".SH COMMANDS\n");
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let name = format!("{} {}", cmd.get_name(), sub.get_name());
+            let page = Man::new(sub.clone().name(name.clone()));
+            let mut part = Vec::new();
+            page.render_synopsis_section(&mut part)?;
+            page.render_options_section(&mut part)?;
+            out.extend_from_slice(format!(".SS \"{name}\"\n").as_bytes());
+            if let Some(about) = sub.get_about() {
+                out.extend_from_slice(
+                    format!("{}\n.PP\n", roff_text(&about.to_string())).as_bytes(),
+                );
+            }
+            // The sections become paragraphs of this command's subsection.
+            for line in String::from_utf8_lossy(&part).lines() {
+                match line {
+                    ".SH SYNOPSIS" => {}
+                    ".SH OPTIONS" => out.extend_from_slice(b".PP\nOptions:\n"),
+                    l => {
+                        out.extend_from_slice(l.as_bytes());
+                        out.push(b'\n');
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(
+            b".SH \"EXIT STATUS\"\n\
+              Of once and audit:\n\
+              .TP\n0\npass completed; every purge that was due succeeded (or would, in a dry run)\n\
+              .TP\n1\npass completed, but at least one purge call failed (it is retried next pass)\n\
+              .TP\n2\nusage or configuration error: nothing was probed and nothing purged\n\
+              .TP\n3\na safety guard withheld purges (max_purge_fraction, canary)\n\
+              .PP\nrun exits 0 after a clean shutdown on SIGTERM/SIGINT, 1 when \\-\\-shutdown\\-timeout ran out, \
+              2 on a configuration error at start.\n",
+        );
+        top.render_version_section(&mut out)
+    })();
+    rendered.expect("rendering to memory cannot fail");
+    out
+}
+
+/// Text for a roff line: backslashes, hyphens and a leading dot escaped.
+fn roff_text(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('-', "\\-");
+    if escaped.starts_with('.') || escaped.starts_with('\'') {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
 }
 
 /// Builds what a pass needs. Without `--dry-run` this needs the token and

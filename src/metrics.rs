@@ -208,7 +208,7 @@ impl Metrics {
 }
 
 impl PassObserver for Metrics {
-    fn probed(&self, watch: &str, obs: &Observation) {
+    fn probed(&self, watch: &str, obs: &Observation, _sources: u32) {
         self.probes
             .get_or_create(&WatchVerdict {
                 watch: watch.into(),
@@ -386,7 +386,7 @@ mod tests {
             attempts: 1,
             elapsed: Duration::ZERO,
         };
-        m.probed("site", &obs);
+        m.probed("site", &obs, 1);
         m.decided("site", Decision::Purge);
         m.decided("site", Decision::Purge);
         m.purge_call("my-app", true, 1);

@@ -42,7 +42,8 @@ impl PassContext {
 
 /// Hooks for metrics; every method has a default that does nothing.
 pub trait PassObserver: Send + Sync {
-    fn probed(&self, _watch: &str, _obs: &Observation) {}
+    /// One probe URL probed; `sources` is how many sources share it.
+    fn probed(&self, _watch: &str, _obs: &Observation, _sources: u32) {}
     fn decided(&self, _watch: &str, _decision: Decision) {}
     fn guard_tripped(&self, _watch: &str, _guard: Guard) {}
     fn purge_call(&self, _project: &str, _ok: bool, _calls: u32) {}
@@ -219,7 +220,7 @@ async fn observe(
         while let Some((i, url, obs)) = probes.next().await {
             let probe = &watch.probes[i];
             if let Some(o) = &ctx.observer {
-                o.probed(&watch.name, &obs);
+                o.probed(&watch.name, &obs, probe.count);
             }
             summary.add_verdict(obs.verdict, probe.count as usize);
             for source in watch.sources_of(probe) {

@@ -24,10 +24,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar over `probes` probe URLs, drawn on stderr at most 10 times a second.
-    pub fn new(probes: u64) -> Progress {
+    /// A bar over `sources` sources, drawn on stderr at most 10 times a second.
+    pub fn new(sources: u64) -> Progress {
         let bar =
-            ProgressBar::with_draw_target(Some(probes), ProgressDrawTarget::stderr_with_hz(10));
+            ProgressBar::with_draw_target(Some(sources), ProgressDrawTarget::stderr_with_hz(10));
         bar.set_style(
             ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} probed, {msg}, {per_sec}, ETA {eta}",
@@ -56,12 +56,13 @@ impl Drop for Progress {
 }
 
 impl PassObserver for Progress {
-    fn probed(&self, _watch: &str, obs: &Observation) {
+    fn probed(&self, _watch: &str, obs: &Observation, sources: u32) {
+        let sources = u64::from(sources);
         if obs.verdict == Verdict::Gone {
-            let gone = self.gone.fetch_add(1, Ordering::Relaxed) + 1;
+            let gone = self.gone.fetch_add(sources, Ordering::Relaxed) + sources;
             self.bar.set_message(format!("{gone} gone"));
         }
-        self.bar.inc(1);
+        self.bar.inc(sources);
     }
 
     fn pass_done(&self, _summary: &WatchSummary) {}

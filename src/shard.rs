@@ -59,6 +59,8 @@ impl Shard {
 
     /// The shard of `--shards N`, with K from Kubernetes' `JOB_COMPLETION_INDEX`.
     pub fn from_job_index(count: u32, job_index: Option<&str>) -> Result<Shard, String> {
+        // A bad N is the first thing to say, whatever the index.
+        Shard::new(0, count)?;
         let k = job_index.ok_or(
             "--shards needs JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job); use --shard K/N elsewhere",
         )?;
@@ -150,6 +152,11 @@ mod tests {
                 .unwrap_err()
                 .contains("JOB_COMPLETION_INDEX")
         );
+        assert!(
+            Shard::from_job_index(0, None)
+                .unwrap_err()
+                .contains("at least 1")
+        );
     }
 
     /// The hash is part of the product: a change would move every source to
@@ -173,6 +180,55 @@ mod tests {
                 k,
                 "{url} mod {n} moved to another shard"
             );
+        }
+    }
+
+    /// The whole mapping, as a user meets it: sources in a config (path
+    /// style under an origin with a trailing `/`, an alias with its own
+    /// `probe`, a remote URL with a query) -> the shard that owns them.
+    /// Computed independently (FNV-1a 64 of the probe URL, mod N); a
+    /// change to the hash, to how probe URLs are built or to `owns` fails here.
+    #[test]
+    fn the_shard_of_each_source_is_pinned() {
+        let c = Config::from_yaml(
+            "watches:
+  - name: site
+    project: p
+    origin: https://my-next-app.vercel.app/
+    images:
+      - /images/hero.png
+      - /images/logo.png
+      - { src: /api/avatar/1, probe: https://origin.example.com/avatars/1.png }
+      - https://images.example.com/photo.jpg?w=640
+      - /images/a b.png
+      - /img/0.png
+      - /img/1.png
+      - /img/2.png
+",
+        )
+        .unwrap();
+        let w = &c.watches[0];
+        // src -> shard for N = 2, 4, 7.
+        let table: [(&str, [u32; 3]); 8] = [
+            ("/images/hero.png", [1, 1, 5]),
+            ("/images/logo.png", [0, 2, 4]),
+            ("/api/avatar/1", [1, 3, 5]),
+            ("https://images.example.com/photo.jpg?w=640", [0, 0, 1]),
+            ("/images/a b.png", [0, 0, 3]),
+            ("/img/0.png", [0, 2, 6]),
+            ("/img/1.png", [1, 1, 0]),
+            ("/img/2.png", [0, 0, 2]),
+        ];
+        for (i, n) in [2u32, 4, 7].into_iter().enumerate() {
+            for (src, shards) in &table {
+                let owner: Vec<u32> = (0..n)
+                    .filter(|&k| {
+                        let part = Shard::new(k, n).unwrap().filter(w);
+                        part.sources.iter().any(|s| &*s.src == *src)
+                    })
+                    .collect();
+                assert_eq!(owner, [shards[i]], "{src} with {n} shards moved");
+            }
         }
     }
 

@@ -750,6 +750,38 @@ fn reference_config_files() -> BTreeMap<String, String> {
     container_launch(&file, &docs, &cron, container).config_files
 }
 
+/// The unit that carries the install steps for every unit.
+const INSTALL_STEPS_UNIT: &str = "deploy/systemd/origin-watch.service";
+
+/// The config files the install steps in `INSTALL_STEPS_UNIT`'s header put
+/// under /etc/origin-watch (`install ... deploy/... /etc/origin-watch/NAME`),
+/// by file name, read from the repository: the units are checked with
+/// exactly what a user following those steps installs.
+fn installed_config_files() -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for line in read(INSTALL_STEPS_UNIT).lines() {
+        let Some(step) = line.strip_prefix('#').map(str::trim) else {
+            continue;
+        };
+        let words: Vec<&str> = step.split_whitespace().collect();
+        if words.first() != Some(&"install") || words.len() < 3 {
+            continue;
+        }
+        let (src, dest) = (words[words.len() - 2], words[words.len() - 1]);
+        if let Some(name) = dest.strip_prefix("/etc/origin-watch/")
+            && src.starts_with("deploy/")
+            && (name.ends_with(".yaml") || name.ends_with(".txt"))
+        {
+            files.insert(name.to_owned(), read(src));
+        }
+    }
+    assert!(
+        files.contains_key("watch.yaml"),
+        "{INSTALL_STEPS_UNIT}: the install steps install no watch.yaml from deploy/: {files:?}"
+    );
+    files
+}
+
 fn unit_launch(rel: &str) -> Launch {
     let entries = unit(rel);
     let argv = exec_start(rel, &entries);
@@ -757,7 +789,7 @@ fn unit_launch(rel: &str) -> Launch {
         what: rel.to_owned(),
         argv,
         env: Vec::new(),
-        config_files: reference_config_files(),
+        config_files: installed_config_files(),
     };
 
     for (key, value) in [
@@ -783,6 +815,30 @@ fn unit_launch(rel: &str) -> Launch {
         "{rel}: state {state} is outside StateDirectory {state_dir}"
     );
     launch
+}
+
+#[test]
+fn every_unit_is_checked() {
+    let mut units: Vec<String> = fs::read_dir(repo().join("deploy/systemd"))
+        .expect("deploy/systemd exists")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(".service") || n.ends_with(".timer"))
+        .collect();
+    units.sort();
+    assert_eq!(
+        units,
+        [
+            "origin-watch-sidecar.service",
+            "origin-watch.service",
+            "origin-watch.timer"
+        ],
+        "a new unit needs a test of its own below"
+    );
 }
 
 #[test]

@@ -8,9 +8,18 @@ use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
 
 const BIN: &str = env!("CARGO_BIN_EXE_origin-watch");
 
-/// A config of 200 sources against `origin`, in a fresh folder.
+/// A config of 200 sources against `origin`, in a fresh folder; the first
+/// ten are `/gone/..` paths.
 fn config(dir: &std::path::Path, origin: &str) -> std::path::PathBuf {
-    let images: Vec<String> = (0..200).map(|i| format!("/img/{i}.png")).collect();
+    let images: Vec<String> = (0..200)
+        .map(|i| {
+            if i < 10 {
+                format!("/gone/{i}.png")
+            } else {
+                format!("/img/{i}.png")
+            }
+        })
+        .collect();
     let path = dir.join("watch.yaml");
     std::fs::write(
         &path,
@@ -55,7 +64,12 @@ async fn no_progress_bar_when_stderr_is_not_a_terminal() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_terminal_gets_a_progress_bar() {
-    let origin = FakeOrigin::start([], Behavior::Slow(std::time::Duration::from_millis(20)))
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` (for a pseudo-terminal) is not installed");
+        return;
+    }
+    let gone = (0..10).map(|i| (format!("/gone/{i}.png"), Behavior::Status(404)));
+    let origin = FakeOrigin::start(gone, Behavior::Slow(std::time::Duration::from_millis(20)))
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -79,8 +93,8 @@ async fn a_terminal_gets_a_progress_bar() {
     assert!(out.status.success(), "{screen}");
     assert!(screen.contains("probed"), "no bar drawn:\n{screen}");
     assert!(
-        screen.contains("gone"),
-        "the bar counts gone sources:\n{screen}"
+        screen.contains("/200 probed, 10 gone"),
+        "the bar counts sources and the gone ones:\n{screen}"
     );
     assert!(
         screen.contains("t: 200 checked"),
@@ -106,5 +120,19 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     assert!(out.status.success());
     let page = String::from_utf8(out.stdout).unwrap();
     assert!(page.contains(".TH origin-watch 1"), "{page}");
-    assert!(page.contains("audit") && page.contains("shard"), "{page}");
+    for needle in [
+        "audit",
+        "shard",
+        "origin-watch once",
+        "dry\\-run",
+        "listen",
+        "shutdown\\-timeout",
+        "EXIT STATUS",
+    ] {
+        assert!(page.contains(needle), "{needle} missing from\n{page}");
+    }
+    assert!(
+        !page.contains("origin\\-watch\\-once(1)"),
+        "no links to pages that do not exist"
+    );
 }
