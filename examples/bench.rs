@@ -20,6 +20,7 @@
 //! cargo run --release --example bench                 # N = 10k and 100k
 //! cargo run --release --example bench -- --million    # also N = 1M
 //! cargo run --release --example bench -- --sizes 50000
+//! cargo run --release --example bench -- --sizes 100000 --repeat 5   # and the medians
 //! cargo run --release --example bench -- --lychee /path/to/lychee --sizes 100000
 //! ```
 //!
@@ -82,13 +83,15 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>9} {:>6} {:>9} {:>10} {:>6} {:>10} {:>6} {:>7} {:>7} {:>8} {:>6} {:>9} {:>7}",
+        "{:>9} {:>6} {:>9} {:>10} {:>6} {:>10} {:>6} {:>9} {:>6} {:>7} {:>7} {:>8} {:>6} {:>9} {:>7}",
         "sources",
         "load s",
         "probes/s",
         "raw HEAD/s",
         "ratio",
         "wrk GET/s",
+        "ratio",
+        "ab HEAD/s",
         "ratio",
         "p50 ms",
         "p99 ms",
@@ -97,19 +100,57 @@ fn main() {
         "API calls",
         "wall s"
     );
+    // A shared machine is noisy: `--repeat K` runs each size K times and
+    // adds a line of medians.
+    let repeat: usize = arg_value(&args, "--repeat").map_or(1, |k| k.parse().expect("--repeat K"));
     for n in sizes {
-        let raw = run_child(&exe, "--raw", n).unwrap_or_default();
+        let mut runs: Vec<[f64; 5]> = Vec::new();
+        for _ in 0..repeat.max(1) {
+            if let Some(run) = bench_row(&exe, n) {
+                runs.push(run);
+            }
+        }
+        if runs.len() > 1 {
+            let median = |i: usize| {
+                let mut v: Vec<f64> = runs.iter().map(|r| r[i]).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!(
+                "{:>9} median of {}: {:.0} probes/s (min {:.0}, max {:.0}), ratio to raw HEAD {:.2}, to wrk GET {:.2}, to ab HEAD {:.2}, peak {:.1} MB",
+                n,
+                runs.len(),
+                median(0),
+                runs.iter().map(|r| r[0]).fold(f64::INFINITY, f64::min),
+                runs.iter().map(|r| r[0]).fold(0.0, f64::max),
+                median(1),
+                median(2),
+                median(4),
+                median(3)
+            );
+        }
+    }
+}
+
+/// One benchmark row for `n` sources: the raw generators, then the pass.
+/// Returns probes/s, the ratios to the raw loop and to wrk, peak MB, and
+/// the ratio to ab.
+fn bench_row(exe: &std::path::Path, n: usize) -> Option<[f64; 5]> {
+    {
+        let raw = run_child(exe, "--raw", n).unwrap_or_default();
         let mut raw = raw.split_whitespace();
         let raw_rate: f64 = raw.next().and_then(|r| r.parse().ok()).unwrap_or(f64::NAN);
         let wrk_rate: f64 = raw.next().and_then(|r| r.parse().ok()).unwrap_or(f64::NAN);
-        let Some(line) = run_child(&exe, "--child", n) else {
+        let ab_rate: f64 = raw.next().and_then(|r| r.parse().ok()).unwrap_or(f64::NAN);
+        let Some(line) = run_child(exe, "--child", n) else {
             println!("{n:>9} child failed");
-            continue;
+            return None;
         };
         let f: Vec<&str> = line.split_whitespace().collect();
         let probes_per_s: f64 = f[1].parse().unwrap_or(f64::NAN);
+        let peak: f64 = f[4].parse().unwrap_or(f64::NAN);
         println!(
-            "{:>9} {:>6} {:>9} {:>10.0} {:>6.2} {:>10.0} {:>6.2} {:>7} {:>7} {:>8} {:>6} {:>9} {:>7}",
+            "{:>9} {:>6} {:>9} {:>10.0} {:>6.2} {:>10.0} {:>6.2} {:>9.0} {:>6.2} {:>7} {:>7} {:>8} {:>6} {:>9} {:>7}",
             n,
             f[0],
             f[1],
@@ -117,6 +158,8 @@ fn main() {
             probes_per_s / raw_rate,
             wrk_rate,
             probes_per_s / wrk_rate,
+            ab_rate,
+            probes_per_s / ab_rate,
             f[2],
             f[3],
             f[4],
@@ -124,6 +167,13 @@ fn main() {
             f[6],
             f[7]
         );
+        Some([
+            probes_per_s,
+            probes_per_s / raw_rate,
+            probes_per_s / wrk_rate,
+            peak,
+            probes_per_s / ab_rate,
+        ])
     }
 }
 
@@ -279,6 +329,8 @@ fn child(n: usize) {
         let outcome = run_pass(&real, &config.watches, &cancel).await.expect("real pass");
         let purged = outcome.total(Decision::Purge);
         let calls = api.calls().len();
+        assert_eq!(purged, gone, "every gone source is purged");
+        assert_eq!(api.purged().len(), gone, "each gone source reached the API once");
         assert_eq!(calls, purged.div_ceil(8), "purge calls are ceil(N/8)");
 
         println!(
@@ -326,8 +378,25 @@ fn raw(n: usize) {
     });
     let rate = runtime.block_on(task).expect("raw task");
     let wrk = wrk_rate(&base_url).map_or("-".to_owned(), |r| format!("{r:.0}"));
+    let ab = ab_rate(&base_url, n).map_or("-".to_owned(), |r| format!("{r:.0}"));
     drop(origin);
-    println!("{rate:.0} {wrk}");
+    println!("{rate:.0} {wrk} {ab}");
+}
+
+/// ApacheBench (when installed, `apt-get install apache2-utils`): a raw
+/// `HEAD` load generator (`-i`), keep-alive, 64 in flight, against a
+/// present image of the same origin.
+fn ab_rate(base: &str, n: usize) -> Option<f64> {
+    let out = Command::new("ab")
+        .args(["-i", "-k", "-q", "-c", "64", "-n"])
+        .arg(n.clamp(10_000, 200_000).to_string())
+        .arg(format!("{base}/img/1.png"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests per second:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// `wrk` (when installed) with 64 connections for 5 s against a present

@@ -93,11 +93,21 @@ pub async fn watch_loop(
     stop: CancellationToken,
     health: Option<Arc<Health>>,
 ) {
+    let mut first = true;
     loop {
         let Some(next) = watch.rules.schedule.next_after(clock.now()) else {
             tracing::warn!(watch = %watch.name, "schedule has no next fire time; watch stops");
             return;
         };
+        if std::mem::take(&mut first) {
+            tracing::info!(
+                watch = %watch.name,
+                schedule = watch.rules.schedule.expression(),
+                sources = watch.sources.len(),
+                next_fire = %next,
+                "watch scheduled"
+            );
+        }
         if let Some(h) = &health {
             h.next_fire(&watch.name, next);
         }
@@ -175,6 +185,8 @@ pub async fn sidecar(
     };
 
     let mut config = config;
+    // What the Vercel client was built with; a reload cannot change it.
+    let startup_vercel = config.vercel.clone();
     let mut hup = hangup_signal();
     'serve: loop {
         for w in &config.watches {
@@ -206,7 +218,17 @@ pub async fn sidecar(
                 _ = hup.recv() => match load_config(global) {
                     Ok(mut new) => {
                         // The state file and its lock stay those of the first config.
+                        if new.state_path != config.state_path {
+                            tracing::warn!(state = %config.state_path.display(), ignored = %new.state_path.display(), "the state file keeps its start-up path until a restart");
+                        }
                         new.state_path = config.state_path.clone();
+                        let (old_v, new_v) = (&startup_vercel, &new.vercel);
+                        if old_v.api_base != new_v.api_base
+                            || old_v.token_env != new_v.token_env
+                            || old_v.revalidation_deadline_seconds != new_v.revalidation_deadline_seconds
+                        {
+                            tracing::warn!("vercel.api_base, vercel.token_env and vercel.revalidation_deadline_seconds keep their start-up values until a restart");
+                        }
                         tracing::info!(watches = new.watches.len(), "config reloaded; it applies from each watch's next fire");
                         loops.cancel();
                         let names: Vec<String> = new.watches.iter().map(|w| w.name.clone()).collect();
