@@ -186,27 +186,30 @@ async fn probes_to_one_host_stay_within_per_host_concurrency() {
     assert!(peak >= 2, "probes do run in parallel ({peak})");
 }
 
+/// `n` sources on an origin that answers every request 429 with
+/// `Retry-After: retry_after_secs`, under these `defaults`.
+async fn rate_limiting_origin(
+    n: usize,
+    retry_after_secs: u64,
+    defaults: &str,
+) -> (Harness, origin_watch::config::Config, Vec<String>) {
+    let (srcs, _) = many(n, Behavior::Present);
+    let h = Harness::new(&[], Behavior::TooManyRequests { retry_after_secs }).await;
+    let c = h.config("", &watch_yaml(defaults, "", &srcs));
+    (h, c, srcs)
+}
+
 #[tokio::test]
 async fn probes_queued_for_a_host_wait_out_its_retry_after() {
     // One slot, three probes queued for it, no retries: each probe after a
     // 429 waits for the Retry-After, even one that was already waiting for
     // the slot when the 429 came.
-    let (srcs, _) = many(3, Behavior::Present);
-    let h = Harness::new(
-        &[],
-        Behavior::TooManyRequests {
-            retry_after_secs: 1,
-        },
+    let (h, c, srcs) = rate_limiting_origin(
+        3,
+        1,
+        "confirmations: 1, concurrency: 20, per_host_concurrency: 1, retries: 0",
     )
     .await;
-    let c = h.config(
-        "",
-        &watch_yaml(
-            "confirmations: 1, concurrency: 20, per_host_concurrency: 1, retries: 0",
-            "",
-            &srcs,
-        ),
-    );
     let started = std::time::Instant::now();
     let ran = h.pass(&c).await;
     for s in &srcs {
@@ -224,22 +227,12 @@ async fn probes_queued_for_a_host_wait_out_its_retry_after() {
 async fn an_origin_retry_after_is_capped() {
     // An origin asking for an hour is waited for only up to the cap (30 s in
     // production, shortened here), so a pass always ends.
-    let (srcs, _) = many(2, Behavior::Present);
-    let h = Harness::new(
-        &[],
-        Behavior::TooManyRequests {
-            retry_after_secs: 3600,
-        },
+    let (h, c, _) = rate_limiting_origin(
+        2,
+        3600,
+        "confirmations: 1, per_host_concurrency: 1, retries: 1",
     )
     .await;
-    let c = h.config(
-        "",
-        &watch_yaml(
-            "confirmations: 1, per_host_concurrency: 1, retries: 1",
-            "",
-            &srcs,
-        ),
-    );
     let (mut ctx, lines) = h.context(&c, false, common::TOKEN);
     ctx.prober = std::sync::Arc::new(
         origin_watch::probe::Prober::new()
@@ -266,22 +259,12 @@ async fn an_origin_retry_after_is_capped() {
 
 #[tokio::test]
 async fn an_origin_answering_429_is_backed_off_and_never_gone() {
-    let (srcs, _) = many(3, Behavior::Present);
-    let h = Harness::new(
-        &[],
-        Behavior::TooManyRequests {
-            retry_after_secs: 1,
-        },
+    let (h, c, srcs) = rate_limiting_origin(
+        3,
+        1,
+        "confirmations: 1, max_purge_fraction: 1.0, retries: 1",
     )
     .await;
-    let c = h.config(
-        "",
-        &watch_yaml(
-            "confirmations: 1, max_purge_fraction: 1.0, retries: 1",
-            "",
-            &srcs,
-        ),
-    );
     let started = std::time::Instant::now();
     let ran = h.pass(&c).await;
     for s in &srcs {
