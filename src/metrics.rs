@@ -144,7 +144,7 @@ impl Metrics {
     pub fn register_watch(&self, watch: &str, project: &str, sources: usize) {
         self.sources(watch, sources);
         let w = || watch.to_owned();
-        for v in [Verdict::Present, Verdict::Gone, Verdict::Inconclusive] {
+        for v in Verdict::ALL {
             drop(self.probes.get_or_create(&WatchVerdict {
                 watch: w(),
                 verdict: v.as_str().into(),
@@ -174,7 +174,7 @@ impl Metrics {
     /// (say) its last pass time do not fire forever.
     pub fn forget_watch(&self, watch: &str) {
         let w = || watch.to_owned();
-        for v in [Verdict::Present, Verdict::Gone, Verdict::Inconclusive] {
+        for v in Verdict::ALL {
             self.probes.remove(&WatchVerdict {
                 watch: w(),
                 verdict: v.as_str().into(),

@@ -329,6 +329,11 @@ fn apply_guards(ctx: &PassContext, work: &mut Work) {
     }
 }
 
+/// The reason of a due source held back because shutdown began.
+fn shutdown_withheld(reason: &str) -> String {
+    format!("{reason}; shutting down, no new purge calls")
+}
+
 /// A source to purge and every (watch, due) index that asked for it.
 type Wanted = (Arc<str>, Vec<(usize, usize)>);
 
@@ -359,10 +364,7 @@ async fn purge(
                 due.decision = Some((Decision::WouldPurge, due.reason.clone()));
             } else if interrupted {
                 held_for_shutdown = true;
-                due.decision = Some((
-                    Decision::Withheld,
-                    format!("{}; shutting down, no new purge calls", due.reason),
-                ));
+                due.decision = Some((Decision::Withheld, shutdown_withheld(&due.reason)));
             } else {
                 let wanted = targets.entry(target.clone()).or_default();
                 let at = *slot
@@ -426,10 +428,7 @@ async fn purge(
                     }
                     Err(PurgeError::ShuttingDown) => {
                         work.summary.interrupted = true;
-                        (
-                            Decision::Withheld,
-                            format!("{}; shutting down, no new purge calls", due.reason),
-                        )
+                        (Decision::Withheld, shutdown_withheld(&due.reason))
                     }
                     Err(e) => (
                         Decision::Failed,

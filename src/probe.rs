@@ -33,6 +33,8 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Present, Verdict::Gone, Verdict::Inconclusive];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Present => "present",

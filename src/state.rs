@@ -226,6 +226,14 @@ fn load(path: &Path) -> Result<BTreeMap<String, WatchState>, StateError> {
     Ok(file.watches)
 }
 
+/// The folder a state file (and its temporaries) lives in.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// This machine's name, for the lock file; empty when it cannot be read.
 fn hostname() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
@@ -244,11 +252,7 @@ fn remove_stale_temporaries(path: &Path) {
         return;
     };
     let prefix = format!("{name}.tmp-");
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = fs::read_dir(dir) else {
+    let Ok(entries) = fs::read_dir(folder_of(path)) else {
         return;
     };
     for entry in entries.flatten() {
@@ -265,10 +269,7 @@ fn remove_stale_temporaries(path: &Path) {
 /// Write to a temporary file in the same folder, fsync it, rename it over the
 /// target, fsync the folder: a reader sees the old file or the new one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = folder_of(path);
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = dir.join(tmp_name);
@@ -279,7 +280,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
+        File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
