@@ -40,11 +40,11 @@ use origin_watch::policy::Decision;
 use origin_watch::probe::{Observation, Prober};
 use origin_watch::report::Reporter;
 use origin_watch::state::StateStore;
-use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
-use origin_watch::testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
 use origin_watch::transport::{Direct, Transport};
 use origin_watch::vercel::VercelClient;
 use reqwest::Method;
+use testkit::fake_origin::{Behavior, FakeOrigin};
+use testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 

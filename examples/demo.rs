@@ -18,10 +18,10 @@ use origin_watch::pass::{PassContext, run_pass};
 use origin_watch::probe::Prober;
 use origin_watch::report::Reporter;
 use origin_watch::state::StateStore;
-use origin_watch::testkit::Captured;
-use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
-use origin_watch::testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
 use origin_watch::vercel::VercelClient;
+use testkit::Captured;
+use testkit::fake_origin::{Behavior, FakeOrigin};
+use testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]

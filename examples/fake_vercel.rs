@@ -1,7 +1,7 @@
 //! A standalone fake of Vercel's purge-by-source-image API on loopback, for
 //! the demo and for trying origin-watch by hand without a Vercel account.
 //!
-//! It is the same fake the tests use (`origin_watch::testkit::FakeVercel`):
+//! It is the same fake the tests use (`testkit::FakeVercel`):
 //! it enforces the documented request shape, answers 200 (or the faults you
 //! ask for) and prints one JSON line per call it receives:
 //!
@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use origin_watch::testkit::{FakeVercel, FakeVercelConfig, RecordedCall};
 use serde_json::{Map, Value, json};
+use testkit::{FakeVercel, FakeVercelConfig, RecordedCall};
 
 /// Fake Vercel purge API (POST /v1/edge-cache/dangerously-delete-by-src-images) on loopback.
 #[derive(Debug, Parser)]

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! origin-watch: probe source images at their origin, purge Vercel's image
 //! cache for the ones that are gone, and log every decision.
 //!
@@ -19,7 +20,9 @@
 //! - [`report`]: decision records as JSON Lines and the human summary.
 //! - [`metrics`]: Prometheus metrics and `/healthz` for `run --listen`.
 //! - [`exit`]: the exit codes; [`logsink`]: the buffered writer behind the logs.
-//! - [`testkit`]: loopback fakes (an origin and the Vercel API) for tests, examples and the demo.
+//!
+//! The loopback fakes (an origin and the Vercel API) live in the `testkit` crate beside this one,
+//! a dev-dependency only: the shipped binary holds none of them.
 
 pub mod app;
 pub mod cli;
@@ -38,6 +41,5 @@ pub mod shard;
 pub mod sidecar;
 pub mod sources;
 pub mod state;
-pub mod testkit;
 pub mod transport;
 pub mod vercel;

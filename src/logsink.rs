@@ -113,7 +113,7 @@ impl<'a, W: Write + Send + 'static> MakeWriter<'a> for BufferedSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::Captured;
+    use testkit::Captured;
 
     #[test]
     fn lines_reach_the_output_within_the_flush_interval() {

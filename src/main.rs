@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The `origin-watch` binary: parses the command line, installs logging on
 //! stderr, wires SIGINT/SIGTERM to one cancellation token, runs the command
 //! and maps its outcome to the contract's exit code.

@@ -205,7 +205,7 @@ impl fmt::Display for WatchSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::Captured;
+    use testkit::Captured;
 
     #[test]
     fn report_line_has_the_contract_fields_in_order() {

@@ -8,9 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use origin_watch::state::StateStore;
-use origin_watch::testkit::{Behavior, FakeOrigin, FakeVercel, FakeVercelConfig};
 use serde_json::Value;
 use tempfile::TempDir;
+use testkit::{Behavior, FakeOrigin, FakeVercel, FakeVercelConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_origin-watch");
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{Harness, TOKEN, many};
 use origin_watch::exit::Exit;
-use origin_watch::testkit::fake_origin::Behavior;
-use origin_watch::testkit::fake_vercel::{FakeVercelConfig, PURGE_PATH};
+use testkit::fake_origin::Behavior;
+use testkit::fake_vercel::{FakeVercelConfig, PURGE_PATH};
 
 const FOUR: &str = "
 defaults:

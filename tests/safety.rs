@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Harness, many};
 use origin_watch::exit::Exit;
 use origin_watch::policy::Decision;
-use origin_watch::testkit::fake_origin::Behavior;
+use testkit::fake_origin::Behavior;
 
 fn watch_yaml(defaults: &str, extra: &str, srcs: &[String]) -> String {
     format!(

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
+use testkit::fake_origin::{Behavior, FakeOrigin};
 
 const BIN: &str = env!("CARGO_BIN_EXE_origin-watch");
 

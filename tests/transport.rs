@@ -61,8 +61,8 @@ async fn a_connection_closed_after_each_answer_is_replaced_not_reported() {
 
 #[tokio::test]
 async fn the_proxy_path_probes_the_same_way() {
-    use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
     use origin_watch::transport::Transport;
+    use testkit::fake_origin::{Behavior, FakeOrigin};
 
     let origin = FakeOrigin::start(
         [

@@ -16,11 +16,11 @@ use origin_watch::pass::{PassContext, PassOutcome, run_pass};
 use origin_watch::probe::Prober;
 use origin_watch::report::Reporter;
 use origin_watch::state::StateStore;
-use origin_watch::testkit::Captured;
-use origin_watch::testkit::fake_origin::{Behavior, FakeOrigin};
-use origin_watch::testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
 use origin_watch::vercel::{RetryPolicy, VercelClient};
 use serde_json::Value;
+use testkit::Captured;
+use testkit::fake_origin::{Behavior, FakeOrigin};
+use testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "tok_test_secret_7f3a";
