@@ -39,7 +39,7 @@ use origin_watch::pass::{PassContext, PassObserver, run_pass};
 use origin_watch::policy::Decision;
 use origin_watch::probe::{Observation, Prober};
 use origin_watch::report::Reporter;
-use origin_watch::state::StateStore;
+use origin_watch::store::{self, Access, Store};
 use origin_watch::transport::{Direct, Transport};
 use origin_watch::vercel::VercelClient;
 use reqwest::Method;
@@ -293,7 +293,7 @@ fn child(n: usize) {
         images.flush().expect("flush images");
         drop(images);
         let yaml = format!(
-            "vercel: {{ api_base: '{}' }}\nstate: state.json\ndefaults: {{ confirmations: 1, concurrency: {CONCURRENCY}, per_host_concurrency: {CONCURRENCY}, max_purges_per_pass: {n}, retries: 0 }}\nwatches:\n  - {{ name: bench, project: bench, origin: '{}', images_file: images.txt }}\n",
+            "vercel: {{ api_base: '{}' }}\nstate: state.db\ndefaults: {{ confirmations: 1, concurrency: {CONCURRENCY}, per_host_concurrency: {CONCURRENCY}, max_purges_per_pass: {n}, retries: 0 }}\nwatches:\n  - {{ name: bench, project: bench, origin: '{}', images_file: images.txt }}\n",
             api.base_url(),
             origin.base_url()
         );
@@ -307,16 +307,16 @@ fn child(n: usize) {
 
         let latencies = Arc::new(Latencies::default());
         let report = std::fs::File::create(dir.join("report.jsonl")).expect("report file");
-        let ctx = |vercel: Option<Arc<VercelClient>>, state: StateStore| PassContext {
+        let ctx = |vercel: Option<Arc<VercelClient>>, store: Arc<dyn Store>| PassContext {
             prober: Arc::new(Prober::new().expect("client")),
             vercel,
-            state: Arc::new(state),
+            store,
             reporter: Arc::new(Reporter::to_writer(Box::new(report.try_clone().expect("report")))),
             observer: Some(latencies.clone() as Arc<dyn PassObserver>),
         };
         let cancel = CancellationToken::new();
 
-        let dry = ctx(None, StateStore::open_read_only(&config.state_path).expect("state"));
+        let dry = ctx(None, store::open(&config.state_path, None, Access::DryRun).await.expect("state"));
         let started = Instant::now();
         let outcome = run_pass(&dry, &config.watches, &cancel).await.expect("dry pass");
         let dry_s = started.elapsed().as_secs_f64();
@@ -325,7 +325,7 @@ fn child(n: usize) {
         let (p50, p99) = (latencies.percentile_ms(0.5), latencies.percentile_ms(0.99));
 
         let vercel = VercelClient::new(&config.vercel, Token::new("bench")).expect("client");
-        let real = ctx(Some(Arc::new(vercel)), StateStore::open(&config.state_path).expect("state"));
+        let real = ctx(Some(Arc::new(vercel)), store::open(&config.state_path, None, Access::Write).await.expect("state"));
         let outcome = run_pass(&real, &config.watches, &cancel).await.expect("real pass");
         let purged = outcome.total(Decision::Purge);
         let calls = api.calls().len();

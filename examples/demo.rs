@@ -17,7 +17,7 @@ use origin_watch::config::{Config, Token};
 use origin_watch::pass::{PassContext, run_pass};
 use origin_watch::probe::Prober;
 use origin_watch::report::Reporter;
-use origin_watch::state::StateStore;
+use origin_watch::store::{self, Access};
 use origin_watch::vercel::VercelClient;
 use testkit::Captured;
 use testkit::fake_origin::{Behavior, FakeOrigin};
@@ -77,7 +77,7 @@ watches:
       - {{ src: /images/logo.png }}
 "#,
         api = api.base_url(),
-        state = dir.join("state.json").display(),
+        state = dir.join("state.db").display(),
         origin = origin.base_url(),
     );
     println!("config (watch.yaml):{yaml}");
@@ -90,7 +90,7 @@ watches:
             &config.vercel,
             Token::new(token),
         )?)),
-        state: Arc::new(StateStore::open(&config.state_path)?),
+        store: store::open(&config.state_path, None, Access::Write).await?,
         reporter: Arc::new(Reporter::to_writer(Box::new(lines.clone()))),
         observer: None,
     };

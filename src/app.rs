@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, Global, PassArgs, ReportArgs};
+use crate::cli::{Command, ExplainArgs, Global, PassArgs, ReportArgs, StateCommand};
 use crate::config::{Config, ConfigError};
 use crate::exit::Exit;
 use crate::pass::{PassContext, PassOutcome, run_pass};
@@ -18,7 +18,7 @@ use crate::probe::Prober;
 use crate::progress::Progress;
 use crate::report::Reporter;
 use crate::shard::Shard;
-use crate::state::{StateError, StateStore};
+use crate::store::{self, Access, Store, StoreError};
 use crate::vercel::VercelClient;
 
 /// A failure of the watcher itself.
@@ -26,12 +26,17 @@ use crate::vercel::VercelClient;
 pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The state file could not be opened: nothing was probed.
+    /// The store could not be opened: nothing was probed.
     #[error(transparent)]
-    StateOpen(StateError),
-    /// The pass ran but its state could not be saved.
+    StateOpen(StoreError),
+    /// The pass ran but what it did could not all be recorded.
+    #[error("the pass ran, but its state could not be recorded: {0}")]
+    StateSave(StoreError),
+    /// A `state` or `explain` command could not read or write the store.
     #[error(transparent)]
-    StateSave(StateError),
+    Store(StoreError),
+    #[error("{0}")]
+    Usage(String),
     #[error("cannot open report file {path}: {cause}")]
     Report { path: String, cause: std::io::Error },
     #[error("cannot build the HTTP client: {0}")]
@@ -48,8 +53,12 @@ impl AppError {
             AppError::Config(_)
             | AppError::StateOpen(_)
             | AppError::Report { .. }
-            | AppError::Listen { .. } => Exit::Usage,
-            AppError::StateSave(_) | AppError::Http(_) | AppError::Client(_) => Exit::PurgeFailed,
+            | AppError::Listen { .. }
+            | AppError::Usage(_) => Exit::Usage,
+            AppError::StateSave(_)
+            | AppError::Store(_)
+            | AppError::Http(_)
+            | AppError::Client(_) => Exit::PurgeFailed,
         }
     }
 }
@@ -108,6 +117,8 @@ pub async fn execute(
             Ok(Exit::Ok)
         }
         Command::Once(args) => one_pass(&config, &args, &cancel).await,
+        Command::State(cmd) => state_command(&config, global, cmd).await,
+        Command::Explain(args) => explain(&config, global, &args).await,
         Command::Audit(report) => {
             let args = PassArgs {
                 dry_run: true,
@@ -125,7 +136,7 @@ async fn one_pass(
     args: &PassArgs,
     cancel: &CancellationToken,
 ) -> Result<Exit, AppError> {
-    let mut ctx = context(config, args)?;
+    let mut ctx = context(config, args).await?;
     let progress = std::io::stderr().is_terminal().then(|| {
         let sources = config.watches.iter().map(|w| w.sources.len() as u64).sum();
         Arc::new(Progress::new(sources))
@@ -207,24 +218,26 @@ fn roff_text(text: &str) -> String {
 }
 
 /// Builds what a pass needs. Without `--dry-run` this needs the token and
-/// takes the state lock; with it, neither.
-pub fn context(config: &Config, args: &PassArgs) -> Result<PassContext, AppError> {
+/// takes the store's writer lock; with it, neither.
+pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, AppError> {
     let vercel = if args.dry_run {
         None
     } else {
         let token = config.vercel.token_from_env()?;
         Some(Arc::new(VercelClient::new(&config.vercel, token)?))
     };
-    let state = if args.dry_run {
-        StateStore::open_read_only(&config.state_path)
+    let access = if args.dry_run {
+        Access::DryRun
     } else {
-        StateStore::open(&config.state_path)
-    }
-    .map_err(AppError::StateOpen)?;
+        Access::Write
+    };
+    let store = store::open(&config.state_path, config.legacy_state.as_deref(), access)
+        .await
+        .map_err(AppError::StateOpen)?;
     Ok(PassContext {
         prober: Arc::new(Prober::new().map_err(AppError::Client)?),
         vercel,
-        state: Arc::new(state),
+        store,
         reporter: Arc::new(reporter(&args.report)?),
         observer: None,
     })
@@ -325,4 +338,181 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
 
 fn display(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// `state show`, `state forget`, `state ledger`: JSON Lines on stdout.
+async fn state_command(
+    config: &Config,
+    global: &Global,
+    cmd: StateCommand,
+) -> Result<Exit, AppError> {
+    let access = match cmd {
+        StateCommand::Forget { .. } => Access::Write,
+        _ => Access::Read,
+    };
+    let store = store::open(&config.state_path, config.legacy_state.as_deref(), access)
+        .await
+        .map_err(AppError::StateOpen)?;
+    // Gathered first: the stdout lock cannot be held across an await.
+    let mut out: Vec<u8> = Vec::new();
+    match cmd {
+        StateCommand::Show { srcs } => {
+            let watches: Vec<&str> = global.watches.iter().map(String::as_str).collect();
+            for row in store.show(None, &srcs).await.map_err(AppError::Store)? {
+                if watches.is_empty() || watches.contains(&row.watch.as_str()) {
+                    json_line(&mut out, &row);
+                }
+            }
+        }
+        StateCommand::Forget { srcs } => {
+            let [watch] = global.watches.as_slice() else {
+                return Err(AppError::Usage(
+                    "state forget: name the watch with exactly one --watch".into(),
+                ));
+            };
+            let n = store.forget(watch, &srcs).await.map_err(AppError::Store)?;
+            tracing::info!(watch = %watch, asked = srcs.len(), removed = n, "sources forgotten");
+            let _ = writeln!(
+                out,
+                "forgot {n} of {} source(s) in watch {watch}",
+                srcs.len()
+            );
+        }
+        StateCommand::Ledger { since } => {
+            let since = since.map(|d| {
+                store::millis(Utc::now()) - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            });
+            for call in store.ledger(since).await.map_err(AppError::Store)? {
+                json_line(&mut out, &call);
+            }
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&out);
+    let _ = stdout.flush();
+    Ok(Exit::Ok)
+}
+
+fn json_line(out: &mut dyn Write, value: &impl serde::Serialize) {
+    if serde_json::to_writer(&mut *out, value).is_ok() {
+        let _ = out.write_all(b"\n");
+    }
+}
+
+/// `explain SRC`: the source's story, oldest first, for each watch that knows it.
+async fn explain(config: &Config, global: &Global, args: &ExplainArgs) -> Result<Exit, AppError> {
+    let store = store::open(
+        &config.state_path,
+        config.legacy_state.as_deref(),
+        Access::Read,
+    )
+    .await
+    .map_err(AppError::StateOpen)?;
+    let text = explain_text(&*store, &global.watches, &args.src)
+        .await
+        .map_err(AppError::Store)?;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    Ok(Exit::Ok)
+}
+
+/// The words `explain` prints.
+pub async fn explain_text(
+    store: &dyn Store,
+    watches: &[String],
+    src: &str,
+) -> Result<String, StoreError> {
+    let rows: Vec<_> = store
+        .show(None, &[src.to_owned()])
+        .await?
+        .into_iter()
+        .filter(|r| watches.is_empty() || watches.contains(&r.watch))
+        .collect();
+    let mut out = String::new();
+    if rows.is_empty() {
+        out.push_str(&format!(
+            "{src}: not in the inventory{}\n",
+            if watches.is_empty() {
+                String::new()
+            } else {
+                format!(" of watch {}", watches.join(", "))
+            }
+        ));
+    }
+    for row in &rows {
+        out.push_str(&format!(
+            "{src} in watch {}: first seen {}{}; probed at {}\n",
+            row.watch,
+            row.first_seen,
+            row.seen_in
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default(),
+            if row.probe.is_empty() {
+                "(not probed yet)"
+            } else {
+                &row.probe
+            }
+        ));
+        for h in store.history(&row.watch, src).await? {
+            let status = h.status.map(|s| format!(" ({s})")).unwrap_or_default();
+            out.push_str(&format!(
+                "  {} {}{status}: {}\n",
+                h.time,
+                h.decision.as_str(),
+                h.reason
+            ));
+        }
+        let now = match (row.last_verdict, row.purged) {
+            (Some(v), true) => format!(
+                "{}, purged at {} in this gone episode",
+                v.as_str(),
+                row.purged_at.as_deref().unwrap_or("?")
+            ),
+            (Some(v), false) => v.as_str().to_owned(),
+            (None, _) => "not probed yet".to_owned(),
+        };
+        out.push_str(&format!(
+            "  now: {now}{}\n",
+            if row.referenced {
+                String::new()
+            } else {
+                format!(
+                    "; no longer referenced (since {})",
+                    row.unreferenced_since.as_deref().unwrap_or("?")
+                )
+            }
+        ));
+    }
+    let calls = store.calls_for(src).await?;
+    if !calls.is_empty() {
+        out.push_str("API calls naming it:\n");
+    }
+    for c in calls {
+        out.push_str(&format!(
+            "  {} {} for project {}{}: {} (call {}, {} attempt{}){}\n",
+            c.time,
+            c.endpoint.as_str(),
+            c.project,
+            c.team_id
+                .as_deref()
+                .map(|t| format!(" team {t}"))
+                .unwrap_or_default(),
+            c.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "no answer".into()),
+            c.vercel_id
+                .as_deref()
+                .map(|v| format!("x-vercel-id {v}"))
+                .unwrap_or_else(|| "no x-vercel-id".into()),
+            c.attempts,
+            if c.attempts == 1 { "" } else { "s" },
+            c.error
+                .as_deref()
+                .map(|e| format!("; {e}"))
+                .unwrap_or_default(),
+        ));
+    }
+    Ok(out)
 }

@@ -35,8 +35,8 @@ pub struct Global {
     )]
     pub config: PathBuf,
 
-    /// State file (overrides `state:` in the config)
-    #[arg(long, global = true, value_name = "FILE")]
+    /// State store: a SQLite file (overrides `state:` in the config)
+    #[arg(long, global = true, value_name = "FILE_OR_URL")]
     pub state: Option<PathBuf>,
 
     /// Only this watch (repeatable)
@@ -72,6 +72,11 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the config and print the plan (images per watch, next fire times); no network
     Check,
+    /// The inventory and the ledger: show, forget, ledger
+    #[command(subcommand)]
+    State(StateCommand),
+    /// A source's story in words: when it was seen, gone, purged, and every API call for it
+    Explain(ExplainArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -79,6 +84,35 @@ pub enum Command {
     },
     /// Print the man page (roff)
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// The inventory as JSON Lines, one object per source (filtered by --watch and SRC)
+    Show {
+        /// Only these sources
+        #[arg(value_name = "SRC")]
+        srcs: Vec<String>,
+    },
+    /// Remove sources from a watch's inventory (needs the writer lock; one --watch)
+    Forget {
+        /// The sources to remove
+        #[arg(value_name = "SRC", required = true)]
+        srcs: Vec<String>,
+    },
+    /// Every API call made, as JSON Lines, oldest first
+    Ledger {
+        /// Only calls this recent (e.g. 24h, 7d)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The source, exactly as configured or discovered
+    #[arg(value_name = "SRC")]
+    pub src: String,
 }
 
 #[derive(Debug, Args)]

@@ -13,8 +13,9 @@
 //!   [`transport`] is its HTTP client.
 //! - [`policy`]: pure decisions from an observation and the previous state.
 //! - [`guard`]: pure blast-radius checks over a whole pass.
+//! - [`plan`]: pure: settled decisions into API batches per (endpoint, project, team, slug).
 //! - [`vercel`]: the purge API client (batches of at most 8, retries, error mapping).
-//! - [`state`]: the versioned state file, atomic saves and the single-writer lock.
+//! - [`store`]: the inventory, decision history and API ledger (SQLite), with the single-writer lock.
 //! - [`pass`]: one pass over one or more watches: probe, decide, guard, purge, save, report.
 //! - [`progress`]: the terminal progress bar of `once` and `audit`.
 //! - [`report`]: decision records as JSON Lines and the human summary.
@@ -32,6 +33,7 @@ pub mod guard;
 pub mod logsink;
 pub mod metrics;
 pub mod pass;
+pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod progress;
@@ -40,6 +42,6 @@ pub mod schedule;
 pub mod shard;
 pub mod sidecar;
 pub mod sources;
-pub mod state;
+pub mod store;
 pub mod transport;
 pub mod vercel;

@@ -1,34 +1,44 @@
-//! One pass over one or more watches: probe every probe URL (bounded),
-//! judge every source, apply the guards per watch, purge what is due in
-//! batches per (project, team, slug), save the state, report every decision.
+//! One pass over one or more watches: line the watch's sources up with its
+//! inventory (remembered sources join the probes), probe every probe URL
+//! (bounded), judge every source, apply the guards per watch, plan and make
+//! the API calls, record each call (and its effect) at once, write back only
+//! what changed, report every decision.
 //!
-//! Decisions that need no API call are reported as their probe completes, so
-//! a pass over a million sources holds only the sources due for purge.
+//! Decisions that need no API call are reported as their probe completes,
+//! and changed rows are written in batches as the pass goes, so a pass over
+//! a million sources holds only the compact records and the sources due.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Watch;
 use crate::exit::Exit;
 use crate::guard::{self, Canary, Guard, GuardInput};
+use crate::plan::{self, Stopped, Wanted};
 use crate::policy::{self, Decision, Step};
 use crate::probe::{Observation, ProbeRules, Prober, Verdict};
 use crate::report::{Record, Reporter, WatchSummary, now_rfc3339};
-use crate::state::{StateError, StateStore, WatchState};
+use crate::sources::{ProbeTarget, Source, SourceList};
+use crate::store::{
+    Endpoint, HistoryRow, LedgerEntry, Millis, Rec, RowWrite, Store, StoreError, millis,
+};
 use crate::vercel::{PurgeError, PurgeTarget, VercelClient};
+
+/// Rows written per transaction while a pass runs.
+const WRITE_BATCH: usize = 4096;
 
 /// What a pass needs from the outside world.
 pub struct PassContext {
     pub prober: Arc<Prober>,
     /// `None` in a dry run: nothing is sent to Vercel.
     pub vercel: Option<Arc<VercelClient>>,
-    pub state: Arc<StateStore>,
+    /// The inventory; in a dry run an in-memory copy that is never saved.
+    pub store: Arc<dyn Store>,
     pub reporter: Arc<Reporter>,
     /// Told about every probe, decision, guard trip and purge call.
     pub observer: Option<Arc<dyn PassObserver>>,
@@ -87,6 +97,43 @@ impl PassOutcome {
     }
 }
 
+/// One group of a pass's sources: the watch's configured list, or the
+/// sources only the inventory remembers.
+struct Part {
+    list: List,
+    referenced: bool,
+    /// Where a source of this part is first seen, for `explain`.
+    seen_in: &'static str,
+}
+
+/// A list of sources and their probe targets: the watch's own, or one
+/// built for the pass.
+#[derive(Clone)]
+enum List {
+    Watch(Arc<Watch>),
+    Built(Arc<SourceList>),
+}
+
+impl List {
+    fn sources(&self) -> &[Source] {
+        match self {
+            List::Watch(w) => &w.sources,
+            List::Built(l) => &l.sources,
+        }
+    }
+
+    fn probes(&self) -> &[ProbeTarget] {
+        match self {
+            List::Watch(w) => &w.probes,
+            List::Built(l) => &l.probes,
+        }
+    }
+
+    fn probe_url(&self, origin: Option<&str>, probe: &ProbeTarget) -> Arc<str> {
+        Arc::from(&*crate::sources::probe_url(self.sources(), origin, probe))
+    }
+}
+
 /// A source confirmed gone and not yet purged in its episode.
 struct Due {
     src: Arc<str>,
@@ -94,42 +141,118 @@ struct Due {
     status: Option<u16>,
     reason: String,
     first_gone: DateTime<Utc>,
+    referenced: bool,
+    /// The record after this pass's observation (decision still open).
+    rec: Rec,
+    old_decision: Option<Decision>,
     /// Set once the guards or the API have spoken.
     decision: Option<(Decision, String)>,
+}
+
+/// The pass's writes, flushed in batches with at most one in flight.
+struct Writer {
+    store: Arc<dyn Store>,
+    watch: String,
+    rows: Vec<RowWrite>,
+    history: Vec<HistoryRow>,
+    in_flight: Option<JoinHandle<Result<(), StoreError>>>,
+    error: Option<StoreError>,
+}
+
+impl Writer {
+    fn new(store: Arc<dyn Store>, watch: &str) -> Writer {
+        Writer {
+            store,
+            watch: watch.to_owned(),
+            rows: Vec::new(),
+            history: Vec::new(),
+            in_flight: None,
+            error: None,
+        }
+    }
+
+    async fn push(&mut self, row: Option<RowWrite>, history: Option<HistoryRow>) {
+        self.rows.extend(row);
+        self.history.extend(history);
+        if self.rows.len() + self.history.len() >= WRITE_BATCH {
+            self.flush_async().await;
+        }
+    }
+
+    async fn settle(&mut self) {
+        if let Some(h) = self.in_flight.take() {
+            let result = h.await.unwrap_or_else(|e| {
+                Err(StoreError::Query {
+                    path: self.store.describe().into(),
+                    what: "write a pass's changes",
+                    cause: Box::new(e),
+                })
+            });
+            if let Err(e) = result {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    async fn flush_async(&mut self) {
+        self.settle().await;
+        let rows = std::mem::take(&mut self.rows);
+        let history = std::mem::take(&mut self.history);
+        let (store, watch) = (self.store.clone(), self.watch.clone());
+        self.in_flight = Some(tokio::spawn(async move {
+            store.write(&watch, rows, history).await
+        }));
+    }
+
+    /// Writes what is left and waits; the first error of the pass, if any.
+    async fn finish(&mut self) -> Result<(), StoreError> {
+        self.flush_async().await;
+        self.settle().await;
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One watch in the middle of a pass.
 struct Work {
     watch: Arc<Watch>,
-    episodes: WatchState,
     due: Vec<Due>,
     canary: Canary,
     summary: WatchSummary,
     started: Instant,
+    writer: Writer,
+    /// Sources in the pass (configured and remembered).
+    sources: usize,
 }
 
 /// Runs one pass over `watches`. Cancelling `cancel` stops new probes and
-/// new purge calls; a call in flight finishes and the state is still saved.
+/// new purge calls; a call in flight finishes and is recorded.
 pub async fn run_pass(
     ctx: &PassContext,
     watches: &[Arc<Watch>],
     cancel: &CancellationToken,
-) -> Result<PassOutcome, StateError> {
+) -> Result<PassOutcome, StoreError> {
     let now = Utc::now();
-    let mut works: Vec<Work> =
+    let observed =
         futures::future::join_all(watches.iter().map(|w| observe(ctx, w.clone(), cancel, now)))
             .await;
+    let mut works = Vec::with_capacity(observed.len());
+    for w in observed {
+        works.push(w?);
+    }
 
     for work in &mut works {
         apply_guards(ctx, work);
     }
-    purge(ctx, &mut works, cancel, now).await;
+    let mut first_error = call(ctx, &mut works, cancel, now).await.err();
 
     let mut outcome = PassOutcome::default();
     for mut work in works {
         let w = work.watch.clone();
-        for due in std::mem::take(&mut work.due) {
-            let (decision, reason) = due.decision.expect("every due source is settled");
+        for mut due in std::mem::take(&mut work.due) {
+            let (decision, reason) = due.decision.take().expect("every due source is settled");
             if decision == Decision::WouldPurge {
                 work.summary.would_purge.push(due.src.to_string());
             }
@@ -137,16 +260,45 @@ pub async fn run_pass(
                 ctx,
                 &mut work.summary,
                 &w,
-                &due.src,
-                &due.probe,
-                due.status,
-                Verdict::Gone,
-                decision,
-                &reason,
-                None,
+                Emitted {
+                    src: &due.src,
+                    probe: &due.probe,
+                    status: due.status,
+                    verdict: Verdict::Gone,
+                    decision,
+                    reason: &reason,
+                    error: None,
+                    referenced: due.referenced,
+                },
             );
+            due.rec.last_decision = Some(decision);
+            let history = (due.old_decision != Some(decision)).then(|| HistoryRow {
+                at: millis(now),
+                time: String::new(),
+                src: due.src.clone(),
+                decision,
+                status: due.status,
+                reason: reason.clone(),
+            });
+            let row = RowWrite {
+                src: due.src.clone(),
+                probe: due.probe.to_string(),
+                rec: due.rec,
+                validators: None,
+                candidate: None,
+                seen_in: None,
+            };
+            work.writer.push(Some(row), history).await;
         }
-        ctx.state.put(&w.name, work.episodes);
+        if let Err(e) = work.writer.finish().await {
+            tracing::error!(watch = %w.name, store = %ctx.store.describe(), error = %e, "the pass's changes could not be written");
+            first_error.get_or_insert(e);
+        }
+        if !work.summary.interrupted
+            && let Err(e) = ctx.store.pass_done(&w.name, millis(now)).await
+        {
+            first_error.get_or_insert(e);
+        }
         work.summary.duration = work.started.elapsed();
         if let Some(o) = &ctx.observer {
             o.pass_done(&work.summary);
@@ -154,8 +306,64 @@ pub async fn run_pass(
         outcome.watches.push(work.summary);
     }
     ctx.reporter.flush();
-    ctx.state.save()?;
-    Ok(outcome)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
+/// Probes the canary; says what it found.
+async fn canary(ctx: &PassContext, watch: &Watch, rules: &ProbeRules) -> Canary {
+    let Some(url) = &watch.canary else {
+        return Canary::NotConfigured;
+    };
+    let obs = ctx.prober.probe(url, rules).await;
+    if obs.verdict == Verdict::Present {
+        tracing::info!(watch = %watch.name, probe = %url, verdict = obs.verdict.as_str(), "canary");
+        return Canary::Present;
+    }
+    let what = obs
+        .error
+        .clone()
+        .or(obs.note.clone())
+        .unwrap_or_else(|| format!("status {}", obs.status.unwrap_or(0)));
+    // Warned even when nothing is due yet: purges will be withheld as soon
+    // as something is.
+    tracing::warn!(watch = %watch.name, probe = %url, verdict = obs.verdict.as_str(), "canary not present; this watch's purges are withheld while it is not");
+    Canary::NotPresent(format!("{url}: {} ({what})", obs.verdict.as_str()))
+}
+
+/// The watch's remembered sources as a list of their own, with records.
+fn remembered_part(
+    watch: &Watch,
+    remembered: Vec<(String, String, Rec)>,
+) -> (Part, Vec<Option<Rec>>) {
+    let mut builder = crate::sources::Builder::new(watch.origin.as_deref());
+    let mut recs = std::collections::HashMap::with_capacity(remembered.len());
+    for (src, probe, rec) in remembered {
+        // Probed where it was last probed (its origin or `probe:` may have
+        // left the config with it); a v1 import has no probe URL yet.
+        let probe = (!probe.is_empty()).then_some(probe);
+        builder.add(
+            &|| format!("remembered source {src:?}"),
+            &src,
+            probe.as_deref(),
+        );
+        recs.insert(src, rec);
+    }
+    let (list, problems) = builder.finish();
+    for p in problems {
+        tracing::warn!(watch = %watch.name, problem = %p, "a remembered source cannot be probed");
+    }
+    let aligned = list.sources.iter().map(|s| recs.remove(&*s.src)).collect();
+    (
+        Part {
+            list: List::Built(Arc::new(list)),
+            referenced: false,
+            seen_in: "remembered",
+        },
+        aligned,
+    )
 }
 
 /// Probes a watch and judges every source; reports what needs no API call.
@@ -164,93 +372,162 @@ async fn observe(
     watch: Arc<Watch>,
     cancel: &CancellationToken,
     now: DateTime<Utc>,
-) -> Work {
+) -> Result<Work, StoreError> {
     let started = Instant::now();
+    let now_ms = millis(now);
     let rules = ProbeRules::from(&watch.rules);
+    let configured = Part {
+        list: List::Watch(watch.clone()),
+        referenced: true,
+        seen_in: "config",
+    };
+    let listed: Arc<Vec<Arc<str>>> = Arc::new(
+        configured
+            .list
+            .sources()
+            .iter()
+            .map(|s| s.src.clone())
+            .collect(),
+    );
+    let forget_before = now_ms.saturating_sub(watch.rules.forget_after.as_millis() as Millis);
+    let loaded = ctx.store.load(&watch.name, listed, forget_before).await?;
+    if loaded.forgotten > 0 {
+        tracing::info!(watch = %watch.name, forgotten = loaded.forgotten, forget_after = ?watch.rules.forget_after, "unreferenced sources with nothing pending left the inventory");
+    }
+    let (remembered, remembered_recs) = remembered_part(&watch, loaded.remembered);
+    let mut parts = vec![(configured, loaded.recs)];
+    if !remembered.list.sources().is_empty() {
+        tracing::info!(watch = %watch.name, remembered = remembered.list.sources().len(), "probing sources the config no longer lists");
+        parts.push((remembered, remembered_recs));
+    }
+    let sources: usize = parts.iter().map(|(p, _)| p.list.sources().len()).sum();
+    let probes: usize = parts.iter().map(|(p, _)| p.list.probes().len()).sum();
+
     let mut summary = WatchSummary {
         watch: watch.name.clone(),
         project: watch.project.clone(),
-        sources: watch.sources.len(),
-        probes: watch.probes.len(),
+        sources,
+        probes,
         dry_run: ctx.dry_run(),
         ..WatchSummary::default()
     };
-
-    let canary = match &watch.canary {
-        None => Canary::NotConfigured,
-        Some(url) => {
-            let obs = ctx.prober.probe(url, &rules).await;
-            let canary = if obs.verdict == Verdict::Present {
-                Canary::Present
-            } else {
-                let what = obs
-                    .error
-                    .clone()
-                    .or(obs.note.clone())
-                    .unwrap_or_else(|| format!("status {}", obs.status.unwrap_or(0)));
-                Canary::NotPresent(format!("{url}: {} ({what})", obs.verdict.as_str()))
-            };
-            if canary == Canary::Present {
-                tracing::info!(watch = %watch.name, probe = %url, verdict = obs.verdict.as_str(), "canary");
-            } else {
-                // Warned even when nothing is due yet: purges will be
-                // withheld as soon as something is.
-                tracing::warn!(watch = %watch.name, probe = %url, verdict = obs.verdict.as_str(), "canary not present; this watch's purges are withheld while it is not");
-            }
-            canary
-        }
-    };
-
-    // A copy: until the pass puts its result back, the store (and any save
-    // made meanwhile, e.g. at a shutdown timeout) keeps the previous state.
-    let mut previous = ctx.state.get(&watch.name);
-    let mut episodes = WatchState::new();
+    let canary = canary(ctx, &watch, &rules).await;
+    let mut writer = Writer::new(ctx.store.clone(), &watch.name);
     let mut due = Vec::new();
     let confirmations = watch.rules.confirmations;
 
     {
-        // Indices, not references: a closure over `&ProbeTarget` would make
-        // the pass future not `Send` for every lifetime the sidecar needs.
-        let (prober, w) = (&ctx.prober, &*watch);
-        let probes = futures::stream::iter(0..w.probes.len())
-            .map(|i| probe_one(prober, w, i, &rules))
-            .buffer_unordered(watch.rules.concurrency)
-            .take_until(cancel.cancelled());
+        let lists: Arc<[List]> = parts.iter().map(|(p, _)| p.list.clone()).collect();
+        // Indices, not references: a closure over a borrowed list would
+        // make the pass future not `Send` for every lifetime the sidecar needs.
+        let offsets: Vec<usize> = lists
+            .iter()
+            .scan(0, |at, l| {
+                let start = *at;
+                *at += l.probes().len();
+                Some(start)
+            })
+            .collect();
+        let total = probes;
+        let (prober, origin) = (&ctx.prober, watch.origin.as_deref());
+        let probes = futures::stream::iter((0..total).map(move |n| {
+            let p = offsets.partition_point(|&o| o <= n) - 1;
+            (p, n - offsets[p])
+        }))
+        .map(|(p, i)| probe_one(prober, lists.clone(), origin, p, i, &rules))
+        .buffer_unordered(watch.rules.concurrency)
+        .take_until(cancel.cancelled());
         let mut probes = std::pin::pin!(probes);
-        while let Some((i, url, obs)) = probes.next().await {
-            let probe = &watch.probes[i];
+        while let Some((p, i, url, obs)) = probes.next().await {
+            let (part, recs) = &mut parts[p];
+            let target: &ProbeTarget = &part.list.probes()[i];
             if let Some(o) = &ctx.observer {
-                o.probed(&watch.name, &obs, probe.count);
+                o.probed(&watch.name, &obs, target.count);
             }
-            summary.add_verdict(obs.verdict, probe.count as usize);
-            for source in watch.sources_of(probe) {
-                let prev = previous.remove(&*source.src);
-                let j = policy::judge(&obs, prev.as_ref(), confirmations, now);
+            summary.add_verdict(obs.verdict, target.count as usize);
+            let first = target.first as usize;
+            let range = first..first + target.count as usize;
+            for (source, slot) in part.list.sources()[range.clone()]
+                .iter()
+                .zip(&mut recs[range])
+            {
+                let source: &Source = source;
+                let old = slot.take();
+                let j = policy::judge(
+                    &obs,
+                    old.as_ref().and_then(|r| r.episode.as_ref()),
+                    confirmations,
+                    now,
+                );
+                let mut rec = old
+                    .clone()
+                    .unwrap_or_else(|| Rec::new(now_ms, part.referenced));
+                rec.set_referenced(part.referenced, now_ms);
+                rec.last_verdict = Some(obs.verdict);
+                rec.last_status = obs.status;
                 let first_gone = j.next.as_ref().map(|e| e.first_gone);
-                if let Some(next) = j.next {
-                    episodes.insert(source.src.to_string(), next);
-                }
+                rec.episode = j.next;
+                let old_decision = old.as_ref().and_then(|r| r.last_decision);
                 match j.step.decision() {
-                    Some(d) => emit(
-                        ctx,
-                        &mut summary,
-                        &watch,
-                        &source.src,
-                        &url,
-                        obs.status,
-                        obs.verdict,
-                        d,
-                        &j.reason,
-                        obs.error.as_deref(),
-                    ),
+                    Some(d) => {
+                        emit(
+                            ctx,
+                            &mut summary,
+                            &watch,
+                            Emitted {
+                                src: &source.src,
+                                probe: &url,
+                                status: obs.status,
+                                verdict: obs.verdict,
+                                decision: d,
+                                reason: &j.reason,
+                                error: obs.error.as_deref(),
+                                referenced: part.referenced,
+                            },
+                        );
+                        rec.last_decision = Some(d);
+                        let history = (old_decision != Some(d)).then(|| HistoryRow {
+                            at: now_ms,
+                            time: String::new(),
+                            src: source.src.clone(),
+                            decision: d,
+                            status: obs.status,
+                            reason: j.reason.clone(),
+                        });
+                        let row = (old.as_ref() != Some(&rec)).then(|| RowWrite {
+                            src: source.src.clone(),
+                            probe: url.to_string(),
+                            seen_in: old.is_none().then(|| part.seen_in.to_owned()),
+                            rec,
+                            validators: None,
+                            candidate: None,
+                        });
+                        writer.push(row, history).await;
+                    }
                     None => {
                         debug_assert_eq!(j.step, Step::Due);
+                        if old.is_none() {
+                            // New and due at once (confirmations 1): the row
+                            // must exist before a call's effect updates it.
+                            let row = RowWrite {
+                                src: source.src.clone(),
+                                probe: url.to_string(),
+                                seen_in: Some(part.seen_in.to_owned()),
+                                rec: rec.clone(),
+                                validators: None,
+                                candidate: None,
+                            };
+                            writer.push(Some(row), None).await;
+                        }
                         due.push(Due {
                             src: source.src.clone(),
-                            probe: Arc::from(&*url),
+                            probe: url.clone(),
                             status: obs.status,
                             reason: j.reason,
                             first_gone: first_gone.unwrap_or(now),
+                            referenced: part.referenced,
+                            rec,
+                            old_decision,
                             decision: None,
                         });
                     }
@@ -258,14 +535,13 @@ async fn observe(
             }
         }
     }
-
-    if summary.checked < watch.sources.len() {
+    if summary.checked < sources {
         // Interrupted: sources not probed keep what they had.
         summary.interrupted = true;
-        episodes.append(&mut previous);
-    } else if !previous.is_empty() {
-        tracing::info!(watch = %watch.name, forgotten = previous.len(), "state of sources no longer configured dropped");
     }
+    // Written before any API call, so that a call's effect finds its row.
+    writer.flush_async().await;
+    writer.settle().await;
 
     // Oldest gone first, so a capped pass purges the longest-gone sources.
     due.sort_by(|a, b| {
@@ -273,32 +549,35 @@ async fn observe(
             .cmp(&b.first_gone)
             .then_with(|| a.src.cmp(&b.src))
     });
-    Work {
+    Ok(Work {
         watch,
-        episodes,
         due,
         canary,
         summary,
         started,
-    }
+        writer,
+        sources,
+    })
 }
 
-async fn probe_one<'a>(
+async fn probe_one(
     prober: &Prober,
-    watch: &'a Watch,
+    lists: Arc<[List]>,
+    origin: Option<&str>,
+    p: usize,
     i: usize,
     rules: &ProbeRules,
-) -> (usize, Cow<'a, str>, Observation) {
-    let url = watch.probe_url(&watch.probes[i]);
+) -> (usize, usize, Arc<str>, Observation) {
+    let url = lists[p].probe_url(origin, &lists[p].probes()[i]);
     let obs = prober.probe(&url, rules).await;
-    (i, url, obs)
+    (p, i, url, obs)
 }
 
 /// Applies the blast-radius guards to one watch's due sources.
 fn apply_guards(ctx: &PassContext, work: &mut Work) {
     let rules = &work.watch.rules;
     let outcome = guard::check(&GuardInput {
-        sources: work.watch.sources.len(),
+        sources: work.sources,
         due: work.due.len(),
         canary: work.canary.clone(),
         max_purge_fraction: rules.max_purge_fraction,
@@ -309,7 +588,7 @@ fn apply_guards(ctx: &PassContext, work: &mut Work) {
             watch = %work.watch.name,
             guard = g.as_str(),
             due = work.due.len(),
-            sources = work.watch.sources.len(),
+            sources = work.sources,
             withheld = work.due.len() - outcome.allowed,
             reason = %why,
             "guard withheld purges"
@@ -334,21 +613,16 @@ fn shutdown_withheld(reason: &str) -> String {
     format!("{reason}; shutting down, no new purge calls")
 }
 
-/// A source to purge and every (watch, due) index that asked for it.
-type Wanted = (Arc<str>, Vec<(usize, usize)>);
-
-/// Purges every allowed due source, batched per target across watches.
-async fn purge(
+/// Makes every allowed call, planned across watches, recording each in the
+/// ledger (with its effect) as soon as it is answered.
+async fn call(
     ctx: &PassContext,
     works: &mut [Work],
     cancel: &CancellationToken,
     now: DateTime<Utc>,
-) {
+) -> Result<(), StoreError> {
     let interrupted = works.iter().any(|w| w.summary.interrupted) || cancel.is_cancelled();
-    // Per target, each source once (two watches of one project may list the
-    // same source), with every (watch, due) that asked for it.
-    let mut targets: BTreeMap<PurgeTarget, Vec<Wanted>> = BTreeMap::new();
-    let mut slot: HashMap<(PurgeTarget, Arc<str>), usize> = HashMap::new();
+    let mut wanted = Vec::new();
     for (wi, work) in works.iter_mut().enumerate() {
         let mut held_for_shutdown = false;
         let target = PurgeTarget {
@@ -366,111 +640,157 @@ async fn purge(
                 held_for_shutdown = true;
                 due.decision = Some((Decision::Withheld, shutdown_withheld(&due.reason)));
             } else {
-                let wanted = targets.entry(target.clone()).or_default();
-                let at = *slot
-                    .entry((target.clone(), due.src.clone()))
-                    .or_insert_with(|| {
-                        wanted.push((due.src.clone(), Vec::new()));
-                        wanted.len() - 1
-                    });
-                wanted[at].1.push((wi, di));
+                wanted.push(Wanted {
+                    endpoint: Endpoint::Delete,
+                    target: target.clone(),
+                    src: due.src.clone(),
+                    key: (wi, di),
+                });
             }
         }
         work.summary.interrupted |= held_for_shutdown;
     }
-    let Some(vercel) = &ctx.vercel else { return };
+    let Some(vercel) = &ctx.vercel else {
+        return Ok(());
+    };
 
-    // A 401, 402 or 403 stops every purge of that project in this pass, in
-    // whichever team or slug it was asked.
-    let mut stopped: BTreeMap<String, PurgeError> = BTreeMap::new();
-    for (target, wanted) in targets {
-        if let Some(e) = stopped.get(&target.project) {
-            let not_sent = PurgeError::NotSent(e.to_string());
-            for &(wi, di) in wanted.iter().flat_map(|(_, items)| items) {
-                let due = &mut works[wi].due[di];
-                let why = format!("{}; purge failed: {not_sent}", due.reason);
-                due.decision = Some((Decision::Failed, why));
-            }
-            continue;
-        }
-        let sources: Vec<Arc<str>> = wanted.iter().map(|(src, _)| src.clone()).collect();
-        let results = vercel.purge(&target, &sources, cancel).await;
-        let mut wanted = wanted.iter();
-        for batch in results {
-            if let Err(
-                e @ (PurgeError::Unauthorized { .. } | PurgeError::PlanLacksFeature { .. }),
-            ) = &batch.outcome
-            {
-                stopped.insert(target.project.clone(), e.clone());
-            }
-            // A batch never sent (shutdown, or its project stopped) is no call.
-            if let Some(o) = ctx.observer.as_ref().filter(|_| batch.calls > 0) {
-                o.purge_call(&target.project, batch.outcome.is_ok(), batch.calls);
-            }
-            let mut in_batch: Vec<usize> = Vec::new();
-            let items = (&mut wanted).take(batch.sources.len());
-            for &(wi, di) in items.flat_map(|(_, items)| items) {
-                let work = &mut works[wi];
-                if !in_batch.contains(&wi) {
-                    in_batch.push(wi);
-                    work.summary.api_calls += batch.calls;
+    let mut stopped = Stopped::default();
+    let mut first_error = None;
+    for batch in plan::plan(wanted) {
+        let sent = match stopped.why(&batch.target) {
+            Some(why) => Err(PurgeError::NotSent(why.to_owned())),
+            None if cancel.is_cancelled() => Err(PurgeError::ShuttingDown),
+            None => {
+                let sent = vercel
+                    .send(batch.endpoint, &batch.target, &batch.sources, cancel)
+                    .await;
+                if let Err(
+                    e @ (PurgeError::Unauthorized { .. } | PurgeError::PlanLacksFeature { .. }),
+                ) = &sent.outcome
+                {
+                    stopped.stop(&batch.target, e.to_string());
                 }
-                let due = &mut work.due[di];
-                due.decision = Some(match &batch.outcome {
-                    Ok(()) => {
-                        if let Some(ep) = work.episodes.get_mut(&*due.src) {
-                            policy::mark_purged(ep, now);
-                            // Into the store at once: a shutdown that stops
-                            // waiting for this pass still saves the purge.
-                            ctx.state.record(&work.watch.name, &due.src, ep.clone());
-                        }
-                        (Decision::Purge, due.reason.clone())
+                if let Some(o) = ctx.observer.as_ref().filter(|_| sent.calls > 0) {
+                    o.purge_call(&batch.target.project, sent.outcome.is_ok(), sent.calls);
+                }
+                // The ledger row, and on a 200 the purge itself, in one
+                // transaction before anything else happens.
+                let effects = match &sent.outcome {
+                    Ok(()) => batch
+                        .askers
+                        .iter()
+                        .flatten()
+                        .map(|&(wi, di)| {
+                            let work = &mut works[wi];
+                            let due = &mut work.due[di];
+                            if let Some(ep) = due.rec.episode.as_mut() {
+                                policy::mark_purged(ep, now);
+                            }
+                            let mut rec = due.rec.clone();
+                            rec.last_decision = Some(Decision::Purge);
+                            (
+                                work.watch.name.clone(),
+                                RowWrite {
+                                    src: due.src.clone(),
+                                    probe: due.probe.to_string(),
+                                    rec,
+                                    validators: None,
+                                    candidate: None,
+                                    seen_in: None,
+                                },
+                            )
+                        })
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                if sent.calls > 0 {
+                    let entry = LedgerEntry {
+                        time: String::new(),
+                        at: millis(Utc::now()),
+                        endpoint: batch.endpoint,
+                        project: batch.target.project.clone(),
+                        team_id: batch.target.team_id.clone(),
+                        slug: batch.target.slug.clone(),
+                        src_images: batch.sources.iter().map(|s| s.to_string()).collect(),
+                        status: sent.status,
+                        vercel_id: sent.vercel_id.clone(),
+                        error: sent.outcome.as_ref().err().map(|e| e.to_string()),
+                        attempts: sent.calls,
+                    };
+                    if let Err(e) = ctx.store.record_call(entry, effects).await {
+                        tracing::error!(
+                            project = %batch.target.project,
+                            sources = ?batch.sources,
+                            store = %ctx.store.describe(),
+                            error = %e,
+                            "a call was made but could not be recorded; its sources may be called again next pass"
+                        );
+                        first_error.get_or_insert(e);
                     }
-                    Err(PurgeError::ShuttingDown) => {
-                        work.summary.interrupted = true;
-                        (Decision::Withheld, shutdown_withheld(&due.reason))
+                }
+                let calls = sent.calls;
+                // Counted once per watch per call.
+                let mut counted: Vec<usize> = Vec::new();
+                for &(wi, _) in batch.askers.iter().flatten() {
+                    if !counted.contains(&wi) {
+                        counted.push(wi);
+                        works[wi].summary.api_calls += calls;
                     }
-                    Err(e) => (
-                        Decision::Failed,
-                        format!("{}; purge failed: {e}", due.reason),
-                    ),
-                });
+                }
+                sent.outcome
             }
+        };
+        for &(wi, di) in batch.askers.iter().flatten() {
+            let work = &mut works[wi];
+            let due = &mut work.due[di];
+            due.decision = Some(match &sent {
+                Ok(()) => (Decision::Purge, due.reason.clone()),
+                Err(PurgeError::ShuttingDown) => {
+                    work.summary.interrupted = true;
+                    (Decision::Withheld, shutdown_withheld(&due.reason))
+                }
+                Err(e) => (
+                    Decision::Failed,
+                    format!("{}; purge failed: {e}", due.reason),
+                ),
+            });
         }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one record's fields, passed once"
-)]
-fn emit(
-    ctx: &PassContext,
-    summary: &mut WatchSummary,
-    watch: &Watch,
-    src: &str,
-    probe: &str,
+/// One record's fields.
+struct Emitted<'a> {
+    src: &'a str,
+    probe: &'a str,
     status: Option<u16>,
     verdict: Verdict,
     decision: Decision,
-    reason: &str,
-    error: Option<&str>,
-) {
-    summary.add(decision);
+    reason: &'a str,
+    error: Option<&'a str>,
+    referenced: bool,
+}
+
+fn emit(ctx: &PassContext, summary: &mut WatchSummary, watch: &Watch, e: Emitted<'_>) {
+    summary.add(e.decision);
     if let Some(o) = &ctx.observer {
-        o.decided(&watch.name, decision);
+        o.decided(&watch.name, e.decision);
     }
     ctx.reporter.emit(&Record {
         time: now_rfc3339(),
         watch: &watch.name,
         project: &watch.project,
-        src,
-        probe,
-        status,
-        verdict,
-        decision,
-        reason,
+        src: e.src,
+        probe: e.probe,
+        status: e.status,
+        verdict: e.verdict,
+        decision: e.decision,
+        reason: e.reason,
         dry_run: ctx.dry_run(),
-        error,
+        referenced: e.referenced,
+        error: e.error,
     });
 }

@@ -29,6 +29,8 @@ pub struct Record<'a> {
     pub decision: Decision,
     pub reason: &'a str,
     pub dry_run: bool,
+    /// False for a source only the inventory remembers.
+    pub referenced: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
 }
@@ -222,13 +224,14 @@ mod tests {
             decision: Decision::Purge,
             reason: "404 on 2 consecutive passes",
             dry_run: false,
+            referenced: true,
             error: None,
         });
         r.flush();
         let line = buf.text();
         assert_eq!(
             line,
-            r#"{"time":"2026-11-28T12:00:00Z","watch":"site","project":"my-next-app","src":"/images/hero.png","probe":"https://my-next-app.vercel.app/images/hero.png","status":404,"verdict":"gone","decision":"purge","reason":"404 on 2 consecutive passes","dry_run":false}"#
+            r#"{"time":"2026-11-28T12:00:00Z","watch":"site","project":"my-next-app","src":"/images/hero.png","probe":"https://my-next-app.vercel.app/images/hero.png","status":404,"verdict":"gone","decision":"purge","reason":"404 on 2 consecutive passes","dry_run":false,"referenced":true}"#
                 .to_owned()
                 + "\n"
         );
@@ -249,6 +252,7 @@ mod tests {
             decision: Decision::Skip,
             reason: "inconclusive: timeout after 1s",
             dry_run: true,
+            referenced: false,
             error: Some("timeout after 1s"),
         });
         r.flush();

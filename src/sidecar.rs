@@ -138,14 +138,14 @@ pub async fn sidecar(
     args: RunArgs,
     shutdown: CancellationToken,
 ) -> Result<Exit, AppError> {
-    let ctx = Arc::new(context(&config, &args.pass)?);
+    let ctx = Arc::new(context(&config, &args.pass).await?);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let ctx = Arc::new(PassContext {
         observer: Some(metrics.clone()),
         prober: ctx.prober.clone(),
         vercel: ctx.vercel.clone(),
-        state: ctx.state.clone(),
+        store: ctx.store.clone(),
         reporter: ctx.reporter.clone(),
     });
     if let Some(addr) = args.listen {
@@ -176,7 +176,7 @@ pub async fn sidecar(
                         health.pass_done(&watch.name, o.exit());
                     }
                     Err(e) => {
-                        tracing::error!(watch = %watch.name, error = %e, "pass could not save its state");
+                        tracing::error!(watch = %watch.name, error = %e, "the pass's state could not be recorded");
                         health.pass_done(&watch.name, Exit::PurgeFailed);
                     }
                 }
@@ -217,7 +217,7 @@ pub async fn sidecar(
                 _ = shutdown.cancelled() => break 'serve,
                 _ = hup.recv() => match load_config(global) {
                     Ok(mut new) => {
-                        // The state file and its lock stay those of the first config.
+                        // The store and its lock stay those of the first config.
                         if new.state_path != config.state_path {
                             tracing::warn!(state = %config.state_path.display(), ignored = %new.state_path.display(), "the state file keeps its start-up path until a restart");
                         }
@@ -256,9 +256,8 @@ pub async fn sidecar(
         .await
         .is_ok();
     if !clean {
-        tracing::warn!(timeout = ?args.shutdown_timeout, "passes still running at the shutdown timeout; saving state (with the purges they made) and exiting 1");
+        tracing::warn!(timeout = ?args.shutdown_timeout, "passes still running at the shutdown timeout; exiting 1 (every call they made is already recorded)");
     }
-    ctx.state.save().map_err(AppError::StateSave)?;
     ctx.reporter.flush();
     Ok(if clean { Exit::Ok } else { Exit::PurgeFailed })
 }

@@ -13,11 +13,14 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Token, VercelConfig};
+use crate::store::Endpoint;
 
 /// Vercel accepts at most this many sources per call.
 pub const MAX_BATCH: usize = 8;
 /// The path of the endpoint, below `api_base`.
 pub const ENDPOINT_PATH: &str = "/v1/edge-cache/dangerously-delete-by-src-images";
+/// The soft variant: stale copies are served while Vercel revalidates.
+pub const INVALIDATE_PATH: &str = "/v1/edge-cache/invalidate-by-src-images";
 /// A `Retry-After` longer than this is not waited for: the batch fails and is
 /// retried on the next pass.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -80,6 +83,18 @@ pub struct BatchResult {
     pub sources: Vec<Arc<str>>,
     /// HTTP calls made for this batch (retries included).
     pub calls: u32,
+    pub outcome: Result<(), PurgeError>,
+}
+
+/// What one call (with its retries) came to, for the ledger.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// Requests made (0: not sent).
+    pub calls: u32,
+    /// The status of the last answer; `None` when none came.
+    pub status: Option<u16>,
+    /// Vercel's `x-vercel-id` of the last answer.
+    pub vercel_id: Option<String>,
     pub outcome: Result<(), PurgeError>,
 }
 
@@ -152,10 +167,16 @@ impl VercelClient {
 
     /// The request URL for a target, query values encoded as the SDK does.
     pub fn url(&self, target: &PurgeTarget) -> String {
+        self.url_for(Endpoint::Delete, target)
+    }
+
+    /// The URL of `endpoint` for `target`, query keys as the SDK spells them.
+    pub fn url_for(&self, endpoint: Endpoint, target: &PurgeTarget) -> String {
         let enc = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
         let mut url = format!(
-            "{}{ENDPOINT_PATH}?projectIdOrName={}",
+            "{}{}?projectIdOrName={}",
             self.api_base,
+            endpoint.path(),
             enc(&target.project)
         );
         if let Some(t) = &target.team_id {
@@ -186,7 +207,8 @@ impl VercelClient {
             } else if cancel.is_cancelled() {
                 (0, Err(PurgeError::ShuttingDown))
             } else {
-                self.send_batch(target, batch, cancel).await
+                let sent = self.send(Endpoint::Delete, target, batch, cancel).await;
+                (sent.calls, sent.outcome)
             };
             if let Err(
                 e @ (PurgeError::Unauthorized { .. } | PurgeError::PlanLacksFeature { .. }),
@@ -203,16 +225,49 @@ impl VercelClient {
         results
     }
 
-    async fn send_batch(
+    /// Sends one batch (at most [`MAX_BATCH`] sources) to `endpoint`, with
+    /// the retries the contract names.
+    pub async fn send(
         &self,
+        endpoint: Endpoint,
         target: &PurgeTarget,
         batch: &[Arc<str>],
         cancel: &CancellationToken,
+    ) -> Sent {
+        let mut last_status = None;
+        let mut vercel_id = None;
+        let (calls, outcome) = self
+            .send_batch(
+                endpoint,
+                target,
+                batch,
+                cancel,
+                &mut last_status,
+                &mut vercel_id,
+            )
+            .await;
+        Sent {
+            calls,
+            status: last_status,
+            vercel_id,
+            outcome,
+        }
+    }
+
+    async fn send_batch(
+        &self,
+        endpoint: Endpoint,
+        target: &PurgeTarget,
+        batch: &[Arc<str>],
+        cancel: &CancellationToken,
+        last_status: &mut Option<u16>,
+        vercel_id: &mut Option<String>,
     ) -> (u32, Result<(), PurgeError>) {
-        let url = self.url(target);
+        let url = self.url_for(endpoint, target);
         let body = serde_json::to_vec(&Body {
             src_images: batch.iter().map(|s| &**s).collect(),
-            revalidation_deadline_seconds: self.deadline,
+            // The invalidate endpoint takes no deadline.
+            revalidation_deadline_seconds: self.deadline.filter(|_| endpoint == Endpoint::Delete),
         })
         .expect("a list of strings serializes");
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
@@ -233,6 +288,12 @@ impl VercelClient {
             let (wait, last) = match sent {
                 Ok(resp) => {
                     let status = resp.status();
+                    *last_status = Some(status.as_u16());
+                    *vercel_id = resp
+                        .headers()
+                        .get("x-vercel-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
                     let retry_after = crate::probe::retry_after(resp.headers());
                     tracing::info!(
                         project = %target.project,
@@ -240,6 +301,8 @@ impl VercelClient {
                         sources = batch.len(),
                         status = status.as_u16(),
                         attempt = calls,
+                        endpoint = endpoint.as_str(),
+                        vercel_id = vercel_id.as_deref().unwrap_or(""),
                         "purge call"
                     );
                     // The contract: marked purged only after a 200.

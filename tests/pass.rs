@@ -134,15 +134,11 @@ async fn guard_withholds_and_streaks_still_advance() {
     assert_eq!(second.decision("/retired.png"), "withheld");
     assert_eq!(second.outcome.exit(), Exit::Withheld);
     assert!(h.api.calls().is_empty());
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(h.state_path()).unwrap()).unwrap();
+    let inventory = h.inventory().await;
     for src in ["/gone.png", "/retired.png"] {
-        let episode = &state["watches"]["site"][src];
-        assert_eq!(
-            episode["gone_streak"], 2,
-            "the withheld pass counted: {state}"
-        );
-        assert!(episode.get("purged_at").is_none(), "{state}");
+        let row = &inventory[&("site".to_owned(), src.to_owned())];
+        assert_eq!(row.gone_streak, 2, "the withheld pass counted: {row:?}");
+        assert!(!row.purged && row.purged_at.is_none(), "{row:?}");
     }
 
     // The operator raises the limit: the confirmed streak is not lost.
@@ -564,14 +560,17 @@ async fn state_survives_a_restart() {
     let h = four().await;
     let c = h.config("", FOUR);
     h.pass(&c).await;
-    let text = std::fs::read_to_string(h.state_path()).unwrap();
-    assert!(
-        text.contains("/gone.png") && !text.contains("/present.png"),
-        "{text}"
+    let inventory = h.inventory().await;
+    let row = |src: &str| inventory[&("site".to_owned(), src.to_owned())].clone();
+    assert_eq!(row("/gone.png").gone_streak, 1);
+    assert_eq!(row("/present.png").gone_streak, 0);
+    assert_eq!(
+        row("/present.png").last_verdict.unwrap().as_str(),
+        "present"
     );
-    assert!(
-        !text.contains("/broken.png"),
-        "an inconclusive source with no streak is not recorded"
+    assert_eq!(
+        row("/broken.png").last_verdict.unwrap().as_str(),
+        "inconclusive"
     );
     // A new process (new state store, new prober) picks the streak up.
     let again = h.pass(&c).await;
@@ -579,14 +578,77 @@ async fn state_survives_a_restart() {
 }
 
 #[tokio::test]
-async fn sources_removed_from_the_config_are_forgotten() {
+async fn a_source_removed_from_the_config_and_deleted_is_still_purged_once() {
     let h = four().await;
     h.pass(&h.config("", FOUR)).await;
+    // The image goes together with its line in the config: the inventory
+    // remembers it, probes it, and purges it on its second gone pass.
     let fewer = h.config("", &FOUR.replace("/gone.png, ", ""));
-    h.pass(&fewer).await;
-    let text = std::fs::read_to_string(h.state_path()).unwrap();
-    assert!(!text.contains("/gone.png"), "{text}");
-    assert!(text.contains("/retired.png"), "{text}");
+    let ran = h.pass(&fewer).await;
+    let r = ran.record("/gone.png");
+    assert_eq!(r["decision"], "purge", "{r}");
+    assert_eq!(r["referenced"], false, "{r}");
+    assert_eq!(ran.record("/retired.png")["referenced"], true);
+    assert!(h.batches().iter().flatten().any(|s| s == "/gone.png"));
+    let again = h.pass(&fewer).await;
+    assert_eq!(again.decision("/gone.png"), "already_purged");
+    let purged: Vec<String> = h.api.purged();
+    assert_eq!(
+        purged.iter().filter(|s| *s == "/gone.png").count(),
+        1,
+        "{purged:?}"
+    );
+    let inventory = h.inventory().await;
+    let row = &inventory[&("site".to_owned(), "/gone.png".to_owned())];
+    assert!(
+        !row.referenced && row.purged && row.unreferenced_since.is_some(),
+        "{row:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreferenced_sources_with_nothing_pending_are_forgotten_after_forget_after() {
+    let h = four().await;
+    h.pass(&h.config("", FOUR)).await;
+    // Three sources leave the config with forget_after 0s. /present.png has
+    // nothing pending; /gone.png is pending until it is purged (second gone
+    // pass); /broken.png is inconclusive, so its fate is unknown: kept.
+    let fewer = h.config(
+        "",
+        &FOUR
+            .replace("/present.png, /gone.png, ", "")
+            .replace(", /broken.png", "")
+            .replace("defaults:\n", "defaults:\n  forget_after: 0s\n"),
+    );
+    let ran = h.pass(&fewer).await;
+    for src in ["/present.png", "/gone.png", "/broken.png"] {
+        assert_eq!(
+            ran.record(src)["referenced"],
+            false,
+            "probed while remembered"
+        );
+    }
+    assert_eq!(ran.decision("/gone.png"), "purge");
+    let ran = h.pass(&fewer).await;
+    let seen: Vec<&str> = ran
+        .records
+        .iter()
+        .map(|r| r["src"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sorted_strs(&seen),
+        ["/broken.png", "/retired.png"],
+        "{seen:?}"
+    );
+    let inventory = h.inventory().await;
+    let srcs: Vec<&str> = inventory.keys().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(sorted_strs(&srcs), ["/broken.png", "/retired.png"]);
+    let purged = h.api.purged();
+    assert_eq!(
+        purged.iter().filter(|s| *s == "/gone.png").count(),
+        1,
+        "purged once before it was forgotten: {purged:?}"
+    );
 }
 
 #[tokio::test]
@@ -607,7 +669,7 @@ async fn a_cancelled_pass_starts_no_purge_and_keeps_what_it_knew() {
     h.origin
         .set("/slow.png", Behavior::Slow(Duration::from_secs(5)));
 
-    let (ctx, _lines) = h.context(&c, false, TOKEN);
+    let (ctx, _lines) = h.context(&c, false, TOKEN).await;
     let cancel = tokio_util::sync::CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
@@ -629,45 +691,61 @@ async fn a_cancelled_pass_starts_no_purge_and_keeps_what_it_knew() {
         1,
         "no new purge call after cancellation"
     );
-    let text = std::fs::read_to_string(h.state_path()).unwrap();
-    assert!(
-        text.contains("/later.png") && text.contains("purged_at"),
-        "{text}"
-    );
+    let inventory = h.inventory().await;
+    let later = &inventory[&("s".to_owned(), "/later.png".to_owned())];
+    assert!(later.purged, "{later:?}");
 }
 
 #[tokio::test]
-async fn a_rejected_token_stops_the_project_in_every_team() {
+async fn a_rejected_token_stops_its_target_and_no_other_team() {
     let h = Harness::new(&[], Behavior::Status(404)).await;
     let c = h.config(
         "",
         "
 defaults: { confirmations: 1, max_purge_fraction: 1.0 }
 watches:
-  - { name: a, project: shop, origin: '{origin}', images: [/a.png] }
+  - { name: a, project: shop, origin: '{origin}', images: [/a0.png, /a1.png, /a2.png, /a3.png, /a4.png, /a5.png, /a6.png, /a7.png, /a8.png] }
   - { name: b, project: shop, team_id: team_2, origin: '{origin}', images: [/b.png] }
   - { name: c, project: blog, origin: '{origin}', images: [/c.png] }
 ",
     );
     let ran = h.pass_with(&c, false, "not-the-token").await;
-    // One call for blog, one for the first shop target; the second shop target is not sent.
-    let projects: Vec<String> = h
+    // Watch a's second batch is not sent once its first is refused; team
+    // 2's `shop` is another target (the token may be valid there) and blog too.
+    let targets: Vec<(String, Option<String>)> = h
         .api
         .calls()
         .iter()
-        .map(|c| c.query_value("projectIdOrName").unwrap().to_owned())
+        .map(|c| {
+            (
+                c.query_value("projectIdOrName").unwrap().to_owned(),
+                c.query_value("teamId").map(str::to_owned),
+            )
+        })
         .collect();
-    assert_eq!(
-        projects.iter().filter(|p| *p == "shop").count(),
-        1,
-        "{projects:?}"
-    );
-    assert_eq!(
-        projects.iter().filter(|p| *p == "blog").count(),
-        1,
-        "{projects:?}"
-    );
-    for src in ["/a.png", "/b.png", "/c.png"] {
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    for t in [
+        ("shop".to_owned(), None),
+        ("shop".to_owned(), Some("team_2".to_owned())),
+        ("blog".to_owned(), None),
+    ] {
+        assert!(targets.contains(&t), "{t:?} not called: {targets:?}");
+    }
+    for src in ["/a0.png", "/a8.png", "/b.png", "/c.png"] {
         assert_eq!(ran.decision(src), "failed");
     }
+    assert!(
+        ran.record("/a8.png")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not sent"),
+        "{}",
+        ran.record("/a8.png")
+    );
+}
+
+fn sorted_strs<'a>(v: &[&'a str]) -> Vec<&'a str> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v
 }

@@ -233,7 +233,7 @@ async fn an_origin_retry_after_is_capped() {
         "confirmations: 1, per_host_concurrency: 1, retries: 1",
     )
     .await;
-    let (mut ctx, lines) = h.context(&c, false, common::TOKEN);
+    let (mut ctx, lines) = h.context(&c, false, common::TOKEN).await;
     ctx.prober = std::sync::Arc::new(
         origin_watch::probe::Prober::new()
             .unwrap()

@@ -5,12 +5,20 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use url::Url;
 
 use super::raw::{RawConfig, RawRules, RawVercel, RawWatch};
 use super::{Config, MAX_DEADLINE_SECONDS, Rules, VercelConfig, Watch};
 use crate::schedule::CronSchedule;
+
+/// The store when `state:` is not set, relative to the config's folder.
+pub(super) const DEFAULT_STATE: &str = ".origin-watch/state.db";
+/// Version 1's default state file.
+const LEGACY_STATE: &str = ".origin-watch/state.json";
+/// How long an unreferenced source with nothing pending is remembered.
+const FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Collects every problem rather than stopping at the first.
 pub(super) struct Checker<'a> {
@@ -35,7 +43,10 @@ impl<'a> Checker<'a> {
         let vercel = self.vercel(raw.vercel);
         let state_path = self
             .base
-            .join(raw.state.as_deref().unwrap_or(".origin-watch/state.json"));
+            .join(raw.state.as_deref().unwrap_or(DEFAULT_STATE));
+        // Where version 1 kept its state by default: imported when the new
+        // default store does not exist yet.
+        let legacy_state = raw.state.is_none().then(|| self.base.join(LEGACY_STATE));
         if raw.watches.is_empty() {
             self.problem("watches: at least one watch is needed".into());
         }
@@ -68,6 +79,7 @@ impl<'a> Checker<'a> {
             (Some(vercel), true) => Ok(Config {
                 vercel,
                 state_path,
+                legacy_state,
                 watches,
                 shard: None,
             }),
@@ -226,10 +238,16 @@ impl<'a> Checker<'a> {
             let k = at("max_purges_per_pass", own.max_purges_per_pass.is_some());
             self.problem(format!("{k}: must be at least 1"));
         }
+        let forget_after = self.duration(
+            at("forget_after", own.forget_after.is_some()),
+            own.forget_after.as_ref().or(defaults.forget_after.as_ref()),
+            FORGET_AFTER,
+        );
         if self.problems.len() > before {
             return None;
         }
         Some(Rules {
+            forget_after: forget_after?,
             schedule: schedule?,
             timeout: timeout?,
             retries,
@@ -241,6 +259,27 @@ impl<'a> Checker<'a> {
             max_purge_fraction,
             max_purges_per_pass,
         })
+    }
+
+    /// A duration key (`30d`, `10m`, `0s`), or its default when not set.
+    fn duration(
+        &mut self,
+        key: String,
+        text: Option<&String>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        match humantime::parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(format!(
+                    "{key}: bad duration {text:?} ({e}); write e.g. 10m, 24h, 30d"
+                ));
+                None
+            }
+        }
     }
 
     fn watch(&mut self, label: &str, defaults: &RawRules, w: &RawWatch) -> Option<Watch> {

@@ -57,7 +57,11 @@ pub use raw::{RawConfig, RawImage, RawRules, RawVercel, RawWatch};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub vercel: VercelConfig,
+    /// The store (`state:`, or `--state`).
     pub state_path: PathBuf,
+    /// A version 1 state file to import when the store does not exist yet
+    /// (the old default, when `state:` is not set).
+    pub legacy_state: Option<PathBuf>,
     pub watches: Vec<Arc<Watch>>,
     /// The shard this process owns, if any (see [`Config::apply_shard`]).
     pub shard: Option<Shard>,
@@ -131,6 +135,8 @@ pub struct Rules {
     pub follow_redirects: u32,
     pub max_purge_fraction: f64,
     pub max_purges_per_pass: usize,
+    /// An unreferenced source with nothing pending leaves the inventory after this long.
+    pub forget_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -231,6 +237,7 @@ impl Config {
             *w = Arc::new(shard.filter(w));
         }
         self.state_path = shard.state_path(&self.state_path);
+        self.legacy_state = self.legacy_state.as_deref().map(|p| shard.state_path(p));
         self.shard = Some(shard);
     }
 
@@ -280,7 +287,15 @@ watches:
         let c = Config::from_yaml(MINIMAL).unwrap();
         assert_eq!(c.vercel.token_env, "VERCEL_TOKEN");
         assert_eq!(c.vercel.api_base.as_str(), "https://api.vercel.com/");
-        assert_eq!(c.state_path, Path::new("./.origin-watch/state.json"));
+        assert_eq!(c.state_path, Path::new("./.origin-watch/state.db"));
+        assert_eq!(
+            c.legacy_state.as_deref(),
+            Some(Path::new("./.origin-watch/state.json"))
+        );
+        assert_eq!(
+            c.watches[0].rules.forget_after,
+            Duration::from_secs(30 * 86400)
+        );
         let r = &c.watches[0].rules;
         assert_eq!(r.timeout, Duration::from_secs(10));
         assert_eq!(

@@ -42,6 +42,7 @@ pub struct RawRules {
     pub follow_redirects: Option<u32>,
     pub max_purge_fraction: Option<f64>,
     pub max_purges_per_pass: Option<usize>,
+    pub forget_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +70,7 @@ pub struct RawWatch {
     pub follow_redirects: Option<u32>,
     pub max_purge_fraction: Option<f64>,
     pub max_purges_per_pass: Option<usize>,
+    pub forget_after: Option<String>,
 }
 
 impl RawWatch {
@@ -85,6 +87,7 @@ impl RawWatch {
             follow_redirects: self.follow_redirects,
             max_purge_fraction: self.max_purge_fraction,
             max_purges_per_pass: self.max_purges_per_pass,
+            forget_after: self.forget_after.clone(),
         }
     }
 }

@@ -15,7 +15,7 @@ use origin_watch::config::{Config, Token};
 use origin_watch::pass::{PassContext, PassOutcome, run_pass};
 use origin_watch::probe::Prober;
 use origin_watch::report::Reporter;
-use origin_watch::state::StateStore;
+use origin_watch::store::{self, Access, SourceRow};
 use origin_watch::vercel::{RetryPolicy, VercelClient};
 use serde_json::Value;
 use testkit::Captured;
@@ -85,7 +85,7 @@ impl Harness {
     }
 
     pub fn state_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("state.json")
+        self.dir.path().join("state.db")
     }
 
     /// A config whose `vercel:` and `state:` point at this harness; `rest`
@@ -100,7 +100,12 @@ impl Harness {
         Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
     }
 
-    pub fn context(&self, config: &Config, dry_run: bool, token: &str) -> (PassContext, Captured) {
+    pub async fn context(
+        &self,
+        config: &Config,
+        dry_run: bool,
+        token: &str,
+    ) -> (PassContext, Captured) {
         let lines = Captured::default();
         let vercel = (!dry_run).then(|| {
             Arc::new(
@@ -113,11 +118,14 @@ impl Harness {
                     }),
             )
         });
-        let state = if dry_run {
-            StateStore::open_read_only(&config.state_path).unwrap()
+        let access = if dry_run {
+            Access::DryRun
         } else {
-            StateStore::open(&config.state_path).unwrap()
+            Access::Write
         };
+        let store = store::open(&config.state_path, config.legacy_state.as_deref(), access)
+            .await
+            .unwrap();
         let ctx = PassContext {
             prober: Arc::new(
                 Prober::new()
@@ -125,7 +133,7 @@ impl Harness {
                     .with_retry_base(Duration::from_millis(5)),
             ),
             vercel,
-            state: Arc::new(state),
+            store,
             reporter: Arc::new(Reporter::to_writer(Box::new(lines.clone()))),
             observer: None,
         };
@@ -142,7 +150,7 @@ impl Harness {
     }
 
     pub async fn pass_with(&self, config: &Config, dry_run: bool, token: &str) -> Ran {
-        let (ctx, lines) = self.context(config, dry_run, token);
+        let (ctx, lines) = self.context(config, dry_run, token).await;
         let outcome = run_pass(&ctx, &config.watches, &CancellationToken::new())
             .await
             .unwrap();
@@ -150,6 +158,20 @@ impl Harness {
             outcome,
             records: lines.take_json_lines(),
         }
+    }
+
+    /// The inventory as `state show` prints it, by (watch, src).
+    pub async fn inventory(&self) -> BTreeMap<(String, String), SourceRow> {
+        let store = store::open(&self.state_path(), None, Access::Read)
+            .await
+            .unwrap();
+        store
+            .show(None, &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| ((r.watch.clone(), r.src.clone()), r))
+            .collect()
     }
 
     /// The sources of every call the fake API answered, per call.

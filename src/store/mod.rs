@@ -1,0 +1,413 @@
+//! The state store: a watch's inventory (every source it knows, with its last
+//! verdict, validators, gone streak and episode), the decision history (a row
+//! whenever a source's decision changes) and the ledger (every API call).
+//!
+//! A pass talks to it through [`Store`], so that the backend (SQLite here, a
+//! shared database later) is a choice at start-up, not a rewrite of the pass.
+//! What a pass holds in memory per source is the compact [`Rec`]; the text
+//! behind it (validators, reasons) lives only in the store.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::Serialize;
+
+use crate::policy::{Decision, Episode};
+use crate::probe::Verdict;
+
+pub mod migrate_v1;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// Why the store could not be used. Every variant names the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "state store {path} is in use by another origin-watch process ({holder}); refusing to start a second writer"
+    )]
+    Locked { path: PathBuf, holder: String },
+    #[error("cannot open state store {path}: {cause}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "state store {path} has schema version {found}; this build knows versions up to {known} (a newer origin-watch wrote it)"
+    )]
+    Version {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot migrate the version 1 state file {path}: {message}")]
+    Migrate { path: PathBuf, message: String },
+    #[error("state store {path}: {what}: {cause}")]
+    Query {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("state store {path} is open read-only (audit or --dry-run); {what} needs the writer")]
+    ReadOnly { path: PathBuf, what: &'static str },
+}
+
+/// Milliseconds since the Unix epoch: how times are kept in the store.
+pub type Millis = i64;
+
+pub fn millis(t: DateTime<Utc>) -> Millis {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: Millis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// A time as the store's readers print it.
+pub fn rfc3339(ms: Millis) -> String {
+    from_millis(ms).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// What a present answer said about the bytes behind a URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub length: Option<u64>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none() && self.length.is_none()
+    }
+
+    /// A fingerprint of what identifies the bytes (ETag and length; not
+    /// Last-Modified, which a deploy rewrites without new bytes). 0: none.
+    pub fn identity(&self) -> u64 {
+        if self.etag.is_none() && self.length.is_none() {
+            return 0;
+        }
+        fingerprint(&(&self.etag, self.length))
+    }
+
+    /// A fingerprint of all three, to tell whether the row needs writing.
+    pub fn all(&self) -> u64 {
+        if self.is_empty() {
+            return 0;
+        }
+        fingerprint(self)
+    }
+}
+
+fn fingerprint<T: Hash + ?Sized>(v: &T) -> u64 {
+    // Compared only within one process (the store keeps the text), so the
+    // hasher need not be stable across builds; 0 is reserved for "none".
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish().max(1)
+}
+
+/// What the pass keeps in memory about one source between loading the
+/// inventory and writing back what changed. Text is fingerprinted: a
+/// million of these must fit in a few tens of megabytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub first_seen: Millis,
+    pub referenced: bool,
+    /// When the source stopped being referenced (`None` while it is).
+    pub unreferenced_since: Option<Millis>,
+    pub last_verdict: Option<Verdict>,
+    pub last_status: Option<u16>,
+    pub last_decision: Option<Decision>,
+    /// Set while the source is not plainly present: its gone episode.
+    pub episode: Option<Episode>,
+    /// [`Validators::all`] and [`Validators::identity`] of the stored validators.
+    pub validators_all: u64,
+    pub validators_identity: u64,
+    /// A change seen but not yet confirmed: its identity and how many
+    /// consecutive passes saw it.
+    pub candidate: u64,
+    pub candidate_streak: u32,
+}
+
+impl Rec {
+    /// A source seen for the first time at `now`.
+    pub fn new(now: Millis, referenced: bool) -> Rec {
+        Rec {
+            first_seen: now,
+            referenced,
+            unreferenced_since: (!referenced).then_some(now),
+            last_verdict: None,
+            last_status: None,
+            last_decision: None,
+            episode: None,
+            validators_all: 0,
+            validators_identity: 0,
+            candidate: 0,
+            candidate_streak: 0,
+        }
+    }
+
+    /// Whether something may still be to do for this source: anything but
+    /// present with no change pending, or gone and purged in its episode
+    /// (an inconclusive source's fate is unknown). Such a source is never
+    /// forgotten.
+    pub fn pending(&self) -> bool {
+        let purged = self.episode.as_ref().is_some_and(|e| e.purged_at.is_some());
+        let present = self.last_verdict == Some(Verdict::Present) && self.episode.is_none();
+        !(purged || present) || self.candidate != 0
+    }
+
+    /// Marks the source referenced or not at `now`.
+    pub fn set_referenced(&mut self, referenced: bool, now: Millis) {
+        if referenced {
+            self.unreferenced_since = None;
+        } else if self.referenced || self.unreferenced_since.is_none() {
+            self.unreferenced_since = Some(now);
+        }
+        self.referenced = referenced;
+    }
+}
+
+/// One row to write: the record and the text the store keeps beside it.
+#[derive(Debug, Clone)]
+pub struct RowWrite {
+    pub src: Arc<str>,
+    pub probe: String,
+    pub rec: Rec,
+    /// The stored validators; `None` leaves them as they are.
+    pub validators: Option<Validators>,
+    /// The unconfirmed change's validators; `None` leaves them as they are.
+    pub candidate: Option<Option<Validators>>,
+    /// Where the source was first seen (`watch.yaml`, `images.txt`, a page), on insert.
+    pub seen_in: Option<String>,
+}
+
+/// A decision that differs from the source's previous one.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    #[serde(skip)]
+    pub at: Millis,
+    pub time: String,
+    #[serde(skip)]
+    pub src: Arc<str>,
+    pub decision: Decision,
+    pub status: Option<u16>,
+    pub reason: String,
+}
+
+/// Which API endpoint a call went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Delete,
+    Invalidate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Delete => "delete",
+            Endpoint::Invalidate => "invalidate",
+        }
+    }
+
+    /// The API path of the endpoint.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Delete => crate::vercel::ENDPOINT_PATH,
+            Endpoint::Invalidate => crate::vercel::INVALIDATE_PATH,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Endpoint> {
+        match s {
+            "delete" => Some(Endpoint::Delete),
+            "invalidate" => Some(Endpoint::Invalidate),
+            _ => None,
+        }
+    }
+}
+
+/// One API call, as the ledger keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerEntry {
+    pub time: String,
+    #[serde(skip)]
+    pub at: Millis,
+    pub endpoint: Endpoint,
+    pub project: String,
+    pub team_id: Option<String>,
+    pub slug: Option<String>,
+    #[serde(rename = "srcImages")]
+    pub src_images: Vec<String>,
+    /// The HTTP status of the last attempt; `None` when no answer came.
+    pub status: Option<u16>,
+    pub vercel_id: Option<String>,
+    pub error: Option<String>,
+    pub attempts: u32,
+}
+
+/// One source as `state show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRow {
+    pub watch: String,
+    pub src: String,
+    pub probe: String,
+    pub referenced: bool,
+    pub unreferenced_since: Option<String>,
+    pub first_seen: String,
+    pub seen_in: Option<String>,
+    pub last_verdict: Option<Verdict>,
+    pub last_status: Option<u16>,
+    pub last_decision: Option<Decision>,
+    pub last_checked: Option<String>,
+    pub gone_streak: u32,
+    pub gone_since: Option<String>,
+    /// Purged in the current gone episode.
+    pub purged: bool,
+    pub purged_at: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub content_length: Option<u64>,
+}
+
+/// A watch's stored inventory, lined up with the sources a pass lists.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// `recs[i]` is the record of `listed[i]`, if the store knows it.
+    pub recs: Vec<Option<Rec>>,
+    /// Sources the store knows that were not listed: remembered ones, with
+    /// the probe URL they were last probed at.
+    pub remembered: Vec<(String, String, Rec)>,
+    /// Sources dropped because they were unreferenced for `forget_after`
+    /// with nothing pending.
+    pub forgotten: usize,
+}
+
+/// What a pass reads and writes, and what the `state` and `explain`
+/// commands ask. Every method may be called from any task; backends do
+/// their blocking work off the async workers.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// The path (or the URL without its password) for messages.
+    fn describe(&self) -> String;
+
+    /// Whether this handle may write (it holds the writer lock).
+    fn writable(&self) -> bool;
+
+    /// The watch's inventory lined up with `listed`; first drops what
+    /// has been unreferenced since before `forget_before` with nothing pending.
+    async fn load(
+        &self,
+        watch: &str,
+        listed: Arc<Vec<Arc<str>>>,
+        forget_before: Millis,
+    ) -> Result<Loaded, StoreError>;
+
+    /// Writes changed rows and history rows of one watch in one transaction.
+    async fn write(
+        &self,
+        watch: &str,
+        rows: Vec<RowWrite>,
+        history: Vec<HistoryRow>,
+    ) -> Result<(), StoreError>;
+
+    /// Records an API call in the ledger and, in the same transaction, its
+    /// effect: each `(watch, row)` written (purged, or new validators stored).
+    async fn record_call(
+        &self,
+        call: LedgerEntry,
+        effects: Vec<(String, RowWrite)>,
+    ) -> Result<(), StoreError>;
+
+    /// Notes that a pass of `watch` completed at `at`.
+    async fn pass_done(&self, watch: &str, at: Millis) -> Result<(), StoreError>;
+
+    /// Distinct sources of `watch` that a 200 from `endpoint` covered since `since`.
+    async fn recent_calls(
+        &self,
+        watch: &str,
+        endpoint: Endpoint,
+        since: Millis,
+    ) -> Result<usize, StoreError>;
+
+    /// When discovery last succeeded for `watch`.
+    async fn discovered_at(&self, watch: &str) -> Result<Option<Millis>, StoreError>;
+
+    /// Records a discovery of `watch` at `at`: every found source is
+    /// referenced from now on (inserted if new); when `complete`, the
+    /// discovery becomes the watch's latest successful one.
+    async fn discovered(
+        &self,
+        watch: &str,
+        found: Vec<(String, String, String)>,
+        at: Millis,
+        complete: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Sources found by the latest successful discovery (or found since),
+    /// with the probe URL each is probed at.
+    async fn discovered_sources(&self, watch: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// The inventory for `state show`: `watch` and `srcs` filter when given.
+    async fn show(
+        &self,
+        watch: Option<&str>,
+        srcs: &[String],
+    ) -> Result<Vec<SourceRow>, StoreError>;
+
+    /// Removes sources from a watch's inventory; returns how many were there.
+    async fn forget(&self, watch: &str, srcs: &[String]) -> Result<usize, StoreError>;
+
+    /// Every API call since `since` (all when `None`), oldest first.
+    async fn ledger(&self, since: Option<Millis>) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    /// The API calls whose srcImages held `src`, oldest first.
+    async fn calls_for(&self, src: &str) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    /// A source's decision history, oldest first.
+    async fn history(&self, watch: &str, src: &str) -> Result<Vec<HistoryRow>, StoreError>;
+}
+
+/// How a command opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Takes the single-writer lock; creates the store (and migrates a
+    /// version 1 JSON state) when needed.
+    Write,
+    /// Never locks, never creates, never writes: `state show`,
+    /// `state ledger`, `explain`.
+    Read,
+    /// `audit` and `--dry-run`: never locks, creates or writes the file; a
+    /// pass writes into an in-memory copy that is dropped at exit (so `run
+    /// --dry-run` keeps its streaks across passes).
+    DryRun,
+}
+
+/// Opens the store named by `state:` (or `--state`); `legacy` is a version
+/// 1 state file to import when the store does not exist yet.
+pub async fn open(
+    location: &Path,
+    legacy: Option<&Path>,
+    access: Access,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let path = location.to_owned();
+    let legacy = legacy.map(Path::to_owned);
+    let store = tokio::task::spawn_blocking(move || {
+        SqliteStore::open_with_legacy(&path, legacy.as_deref(), access)
+    })
+    .await
+    .map_err(|e| StoreError::Open {
+        path: location.to_owned(),
+        cause: Box::new(e),
+    })??;
+    Ok(Arc::new(store))
+}

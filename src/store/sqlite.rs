@@ -1,0 +1,836 @@
+//! The SQLite backend of the [`Store`]: one file in WAL mode, schema
+//! versioned by `PRAGMA user_version`, every write in a transaction, and one
+//! writer at a time through an exclusive `flock` on the database file itself
+//! (so a symlink or a hard link to the same store cannot let a second writer
+//! in, and no lock file can be pointed elsewhere). Every call runs on the
+//! blocking pool, never on an async worker.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+
+use super::{
+    Access, Endpoint, HistoryRow, LedgerEntry, Loaded, Millis, Rec, RowWrite, SourceRow, Store,
+    StoreError, Validators, migrate_v1, rfc3339,
+};
+use crate::policy::{Decision, Episode};
+use crate::probe::Verdict;
+
+/// The schema, one entry per version; a store at version N runs the
+/// entries after N, in one transaction each.
+const MIGRATIONS: &[&str] = &[
+    // 1: inventory, history, ledger.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE watches (
+         name TEXT PRIMARY KEY,
+         last_pass_at INTEGER,
+         discovered_ok_at INTEGER
+     );
+     CREATE TABLE sources (
+         watch TEXT NOT NULL,
+         src TEXT NOT NULL,
+         probe TEXT NOT NULL,
+         referenced INTEGER NOT NULL,
+         unreferenced_since INTEGER,
+         first_seen INTEGER NOT NULL,
+         seen_in TEXT,
+         discovered_at INTEGER,
+         last_verdict TEXT,
+         last_status INTEGER,
+         last_decision TEXT,
+         gone_streak INTEGER NOT NULL DEFAULT 0,
+         gone_since INTEGER,
+         last_gone INTEGER,
+         gone_status INTEGER,
+         purged_at INTEGER,
+         etag TEXT,
+         last_modified TEXT,
+         content_length INTEGER,
+         cand_etag TEXT,
+         cand_last_modified TEXT,
+         cand_length INTEGER,
+         cand_streak INTEGER NOT NULL DEFAULT 0,
+         PRIMARY KEY (watch, src)
+     ) WITHOUT ROWID;
+     CREATE TABLE history (
+         watch TEXT NOT NULL,
+         src TEXT NOT NULL,
+         at INTEGER NOT NULL,
+         decision TEXT NOT NULL,
+         status INTEGER,
+         reason TEXT NOT NULL
+     );
+     CREATE INDEX history_by_source ON history (watch, src, at);
+     CREATE TABLE ledger (
+         id INTEGER PRIMARY KEY,
+         at INTEGER NOT NULL,
+         endpoint TEXT NOT NULL,
+         project TEXT NOT NULL,
+         team_id TEXT,
+         slug TEXT,
+         src_images TEXT NOT NULL,
+         status INTEGER,
+         vercel_id TEXT,
+         error TEXT,
+         attempts INTEGER NOT NULL
+     );
+     CREATE INDEX ledger_by_time ON ledger (at);
+     CREATE TABLE ledger_sources (ledger_id INTEGER NOT NULL, src TEXT NOT NULL);
+     CREATE INDEX ledger_sources_by_src ON ledger_sources (src, ledger_id);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const SOURCE_COLUMNS: &str = "src, probe, referenced, unreferenced_since, first_seen, seen_in, \
+     last_verdict, last_status, last_decision, gone_streak, gone_since, last_gone, gone_status, \
+     purged_at, etag, last_modified, content_length, cand_etag, cand_last_modified, cand_length, \
+     cand_streak, watch";
+
+const UPSERT: &str = "INSERT INTO sources (watch, src, probe, referenced, unreferenced_since, \
+     first_seen, seen_in, last_verdict, last_status, last_decision, gone_streak, gone_since, \
+     last_gone, gone_status, purged_at, etag, last_modified, content_length, cand_etag, \
+     cand_last_modified, cand_length, cand_streak) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22) \
+     ON CONFLICT (watch, src) DO UPDATE SET probe = excluded.probe, \
+     referenced = excluded.referenced, unreferenced_since = excluded.unreferenced_since, \
+     seen_in = COALESCE(sources.seen_in, excluded.seen_in), \
+     last_verdict = excluded.last_verdict, last_status = excluded.last_status, \
+     last_decision = excluded.last_decision, gone_streak = excluded.gone_streak, \
+     gone_since = excluded.gone_since, last_gone = excluded.last_gone, \
+     gone_status = excluded.gone_status, purged_at = excluded.purged_at, \
+     etag = CASE WHEN ?23 THEN excluded.etag ELSE sources.etag END, \
+     last_modified = CASE WHEN ?23 THEN excluded.last_modified ELSE sources.last_modified END, \
+     content_length = CASE WHEN ?23 THEN excluded.content_length ELSE sources.content_length END, \
+     cand_etag = CASE WHEN ?24 THEN excluded.cand_etag ELSE sources.cand_etag END, \
+     cand_last_modified = CASE WHEN ?24 THEN excluded.cand_last_modified ELSE sources.cand_last_modified END, \
+     cand_length = CASE WHEN ?24 THEN excluded.cand_length ELSE sources.cand_length END, \
+     cand_streak = excluded.cand_streak";
+
+/// A SQLite store. Cheap to share: the connection sits behind a mutex and
+/// every call takes it on the blocking pool.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+    /// The writer's lock on the database file, held for the store's life
+    /// (declared after `conn`, so it is released after the connection closes).
+    _lock: Option<File>,
+    access: Access,
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding it cannot leave a transaction half applied
+    // (SQLite rolls back an unfinished one), so the connection stays usable.
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SqliteStore {
+    /// Opens (for [`Access::Write`]: creates, locks, migrates) the store at `path`.
+    /// `legacy` is a version 1 JSON state to import when `path` does not exist yet.
+    pub fn open_with_legacy(
+        path: &Path,
+        legacy: Option<&Path>,
+        access: Access,
+    ) -> Result<SqliteStore> {
+        let open_err = |cause: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.to_owned(),
+            cause,
+        };
+        // A version 1 JSON file at the path itself, or at the old default.
+        let v1 = if migrate_v1::is_v1_json(path) {
+            Some(path.to_owned())
+        } else if !path.exists() {
+            legacy
+                .filter(|l| migrate_v1::is_v1_json(l))
+                .map(Path::to_owned)
+        } else {
+            None
+        };
+        match access {
+            Access::Read | Access::DryRun => {
+                let on_disk = path.exists() && v1.as_deref() != Some(path);
+                let conn = if on_disk && access == Access::Read {
+                    Connection::open_with_flags(
+                        path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(|e| open_err(Box::new(e)))?
+                } else if on_disk {
+                    // A copy in memory: the pass may write, the file never changes.
+                    let file = Connection::open_with_flags(
+                        path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(|e| open_err(Box::new(e)))?;
+                    let mut mem =
+                        Connection::open_in_memory().map_err(|e| open_err(Box::new(e)))?;
+                    rusqlite::backup::Backup::new(&file, &mut mem)
+                        .and_then(|b| b.run_to_completion(1024, std::time::Duration::ZERO, None))
+                        .map_err(|e| open_err(Box::new(e)))?;
+                    migrate(&mut mem, path)?;
+                    mem
+                } else {
+                    // Nothing written yet (or only a version 1 file): an
+                    // in-memory store with what the file holds, and nothing
+                    // created on disk.
+                    let mut conn =
+                        Connection::open_in_memory().map_err(|e| open_err(Box::new(e)))?;
+                    migrate(&mut conn, path)?;
+                    if let Some(v1) = &v1 {
+                        migrate_v1::import(&mut conn, v1)?;
+                    }
+                    conn
+                };
+                let store = SqliteStore {
+                    path: path.to_owned(),
+                    conn: Arc::new(Mutex::new(conn)),
+                    _lock: None,
+                    access,
+                };
+                store.check_version()?;
+                Ok(store)
+            }
+            Access::Write => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
+                }
+                let moved_v1 = match &v1 {
+                    Some(v1) if v1 == path => {
+                        // The store takes the JSON file's place.
+                        let aside = migrate_v1::aside_path(path);
+                        std::fs::rename(path, &aside).map_err(|e| StoreError::Migrate {
+                            path: path.to_owned(),
+                            message: format!("cannot move it to {}: {e}", aside.display()),
+                        })?;
+                        Some(aside)
+                    }
+                    Some(v1) => Some(v1.clone()),
+                    None => None,
+                };
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .map_err(|e| open_err(Box::new(e)))?;
+                match file.try_lock() {
+                    Ok(()) => {}
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(StoreError::Locked {
+                            path: path.to_owned(),
+                            holder: holder_of(path),
+                        });
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => return Err(open_err(Box::new(e))),
+                }
+                let mut conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
+                    .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
+                    .map_err(|e| open_err(Box::new(e)))?;
+                migrate(&mut conn, path)?;
+                if let Some(v1) = &moved_v1 {
+                    let imported = migrate_v1::import(&mut conn, v1)?;
+                    let aside = if v1 == &migrate_v1::aside_path(path) {
+                        v1.clone()
+                    } else {
+                        let aside = migrate_v1::aside_path(v1);
+                        std::fs::rename(v1, &aside).map_err(|e| StoreError::Migrate {
+                            path: v1.clone(),
+                            message: format!("cannot move it to {}: {e}", aside.display()),
+                        })?;
+                        aside
+                    };
+                    tracing::info!(
+                        store = %path.display(),
+                        sources = imported,
+                        moved_to = %aside.display(),
+                        "imported the version 1 state file"
+                    );
+                }
+                let holder = format!("pid {} on {}", std::process::id(), hostname());
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('writer', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [&holder],
+                )
+                .map_err(|e| open_err(Box::new(e)))?;
+                Ok(SqliteStore {
+                    path: path.to_owned(),
+                    conn: Arc::new(Mutex::new(conn)),
+                    _lock: Some(file),
+                    access,
+                })
+            }
+        }
+    }
+
+    pub fn open(path: &Path, access: Access) -> Result<SqliteStore> {
+        Self::open_with_legacy(path, None, access)
+    }
+
+    fn check_version(&self) -> Result<()> {
+        let conn = lock(&self.conn);
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.query_err("read the schema version", e))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Version {
+                path: self.path.clone(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    fn query_err(&self, what: &'static str, e: rusqlite::Error) -> StoreError {
+        StoreError::Query {
+            path: self.path.clone(),
+            what,
+            cause: Box::new(e),
+        }
+    }
+
+    /// Writes go to the file (the writer) or to the dry run's memory copy.
+    fn require_writer(&self, what: &'static str) -> Result<()> {
+        if self.access == Access::Read {
+            return Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+                what,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        let joined = tokio::task::spawn_blocking(move || f(&mut lock(&conn))).await;
+        match joined {
+            Ok(r) => r.map_err(|e| StoreError::Query {
+                path,
+                what,
+                cause: Box::new(e),
+            }),
+            Err(e) => Err(StoreError::Query {
+                path,
+                what,
+                cause: Box::new(e),
+            }),
+        }
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], one transaction per step.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let err = |e: rusqlite::Error| StoreError::Query {
+        path: path.to_owned(),
+        what: "migrate the schema",
+        cause: Box::new(e),
+    };
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Version {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(step).map_err(err)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Who holds the writer lock, as the holder wrote it into the store.
+fn holder_of(path: &Path) -> String {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = 'writer'", [], |r| {
+                r.get::<_, String>(0)
+            })
+        })
+        .map(|h| format!("held by {h}"))
+        .unwrap_or_else(|_| "held by a process that has not said who it is".to_owned())
+}
+
+/// This machine's name, for the holder; a fallback when it cannot be read.
+pub fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "an unknown host".to_owned())
+}
+
+fn verdict_of(s: Option<String>) -> Option<Verdict> {
+    s.and_then(|s| Verdict::ALL.into_iter().find(|v| v.as_str() == s))
+}
+
+fn decision_of(s: Option<String>) -> Option<Decision> {
+    s.and_then(|s| Decision::ALL.into_iter().find(|d| d.as_str() == s))
+}
+
+fn validators_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Validators> {
+    Ok(Validators {
+        etag: row.get(at)?,
+        last_modified: row.get(at + 1)?,
+        length: row.get::<_, Option<i64>>(at + 2)?.map(|n| n as u64),
+    })
+}
+
+/// A row of [`SOURCE_COLUMNS`] into the pass's compact record.
+fn rec_of(row: &Row<'_>) -> rusqlite::Result<Rec> {
+    let gone_since: Option<Millis> = row.get(10)?;
+    let episode = match gone_since {
+        None => None,
+        Some(since) => Some(Episode {
+            gone_streak: row.get(9)?,
+            first_gone: super::from_millis(since),
+            last_gone: super::from_millis(row.get::<_, Option<Millis>>(11)?.unwrap_or(since)),
+            last_status: row.get(12)?,
+            purged_at: row.get::<_, Option<Millis>>(13)?.map(super::from_millis),
+        }),
+    };
+    let stored = validators_at(row, 14)?;
+    let candidate = validators_at(row, 17)?;
+    Ok(Rec {
+        first_seen: row.get(4)?,
+        referenced: row.get(2)?,
+        unreferenced_since: row.get(3)?,
+        last_verdict: verdict_of(row.get(6)?),
+        last_status: row.get(7)?,
+        last_decision: decision_of(row.get(8)?),
+        episode,
+        validators_all: stored.all(),
+        validators_identity: stored.identity(),
+        candidate: candidate.identity(),
+        candidate_streak: row.get(20)?,
+    })
+}
+
+fn upsert(tx: &rusqlite::Transaction<'_>, watch: &str, w: &RowWrite) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(UPSERT)?;
+    let r = &w.rec;
+    let ep = r.episode.as_ref();
+    let v = w.validators.clone().unwrap_or_default();
+    let c = w.candidate.clone().flatten().unwrap_or_default();
+    stmt.execute(params![
+        watch,
+        &*w.src,
+        w.probe,
+        r.referenced,
+        r.unreferenced_since,
+        r.first_seen,
+        w.seen_in,
+        r.last_verdict.map(|v| v.as_str()),
+        r.last_status,
+        r.last_decision.map(|d| d.as_str()),
+        ep.map(|e| e.gone_streak).unwrap_or(0),
+        ep.map(|e| super::millis(e.first_gone)),
+        ep.map(|e| super::millis(e.last_gone)),
+        ep.and_then(|e| e.last_status),
+        ep.and_then(|e| e.purged_at).map(super::millis),
+        v.etag,
+        v.last_modified,
+        v.length.map(|n| n as i64),
+        c.etag,
+        c.last_modified,
+        c.length.map(|n| n as i64),
+        r.candidate_streak,
+        w.validators.is_some(),
+        w.candidate.is_some(),
+    ])?;
+    Ok(())
+}
+
+fn ledger_of(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    let at: Millis = row.get(0)?;
+    let src_images: String = row.get(5)?;
+    Ok(LedgerEntry {
+        time: rfc3339(at),
+        at,
+        endpoint: Endpoint::parse(&row.get::<_, String>(1)?).unwrap_or(Endpoint::Delete),
+        project: row.get(2)?,
+        team_id: row.get(3)?,
+        slug: row.get(4)?,
+        src_images: serde_json::from_str(&src_images).unwrap_or_default(),
+        status: row.get(6)?,
+        vercel_id: row.get(7)?,
+        error: row.get(8)?,
+        attempts: row.get(9)?,
+    })
+}
+
+const LEDGER_COLUMNS: &str = "l.at, l.endpoint, l.project, l.team_id, l.slug, l.src_images, l.status, l.vercel_id, l.error, l.attempts";
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn writable(&self) -> bool {
+        self._lock.is_some()
+    }
+
+    async fn load(
+        &self,
+        watch: &str,
+        listed: Arc<Vec<Arc<str>>>,
+        forget_before: Millis,
+    ) -> Result<Loaded> {
+        let watch = watch.to_owned();
+        let writable = self.access != Access::Read;
+        self.with("load the inventory", move |conn| {
+            // Listed sources in the store's order (bytewise, as SQLite's
+            // BINARY collation), so one ordered scan lines both up.
+            let mut order: Vec<u32> = (0..listed.len() as u32).collect();
+            order.sort_unstable_by(|&a, &b| listed[a as usize].cmp(&listed[b as usize]));
+            let mut loaded = Loaded {
+                recs: vec![None; listed.len()],
+                ..Loaded::default()
+            };
+            let mut forget: Vec<String> = Vec::new();
+            {
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {SOURCE_COLUMNS} FROM sources WHERE watch = ?1 ORDER BY src"
+                ))?;
+                let mut rows = stmt.query([&watch])?;
+                let mut next = order.iter().peekable();
+                while let Some(row) = rows.next()? {
+                    let src = row.get_ref(0)?.as_str()?;
+                    // Listed sources the store does not know are new.
+                    while next.peek().is_some_and(|&&i| &*listed[i as usize] < src) {
+                        next.next();
+                    }
+                    let rec = rec_of(row)?;
+                    match next.peek() {
+                        Some(&&i) if &*listed[i as usize] == src => {
+                            loaded.recs[i as usize] = Some(rec);
+                            next.next();
+                        }
+                        _ => {
+                            let gone_long =
+                                rec.unreferenced_since.unwrap_or(Millis::MAX) < forget_before;
+                            if !rec.referenced && gone_long && !rec.pending() {
+                                forget.push(src.to_owned());
+                            } else {
+                                loaded.remembered.push((src.to_owned(), row.get(1)?, rec));
+                            }
+                        }
+                    }
+                }
+            }
+            if writable && !forget.is_empty() {
+                // (In a dry run the copy forgets; the file never does.)
+                let tx = conn.transaction()?;
+                {
+                    let mut del =
+                        tx.prepare("DELETE FROM sources WHERE watch = ?1 AND src = ?2")?;
+                    for src in &forget {
+                        del.execute(params![watch, src])?;
+                    }
+                }
+                tx.commit()?;
+            }
+            loaded.forgotten = forget.len();
+            Ok(loaded)
+        })
+        .await
+    }
+
+    async fn write(
+        &self,
+        watch: &str,
+        rows: Vec<RowWrite>,
+        history: Vec<HistoryRow>,
+    ) -> Result<()> {
+        if rows.is_empty() && history.is_empty() {
+            return Ok(());
+        }
+        self.require_writer("a pass")?;
+        let watch = watch.to_owned();
+        self.with("write a pass's changes", move |conn| {
+            let tx = conn.transaction()?;
+            for w in &rows {
+                upsert(&tx, &watch, w)?;
+            }
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO history (watch, src, at, decision, status, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for h in &history {
+                    stmt.execute(params![watch, &*h.src, h.at, h.decision.as_str(), h.status, h.reason])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn record_call(&self, call: LedgerEntry, effects: Vec<(String, RowWrite)>) -> Result<()> {
+        self.require_writer("recording an API call")?;
+        self.with("record an API call", move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO ledger (at, endpoint, project, team_id, slug, src_images, status, vercel_id, error, attempts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    call.at,
+                    call.endpoint.as_str(),
+                    call.project,
+                    call.team_id,
+                    call.slug,
+                    serde_json::to_string(&call.src_images).unwrap_or_default(),
+                    call.status,
+                    call.vercel_id,
+                    call.error,
+                    call.attempts,
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            {
+                let mut stmt = tx.prepare_cached("INSERT INTO ledger_sources (ledger_id, src) VALUES (?1, ?2)")?;
+                for src in &call.src_images {
+                    stmt.execute(params![id, src])?;
+                }
+            }
+            for (watch, w) in &effects {
+                upsert(&tx, watch, w)?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn pass_done(&self, watch: &str, at: Millis) -> Result<()> {
+        self.require_writer("a pass")?;
+        let watch = watch.to_owned();
+        self.with("note the pass", move |conn| {
+            conn.execute(
+                "INSERT INTO watches (name, last_pass_at) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET last_pass_at = excluded.last_pass_at",
+                params![watch, at],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn recent_calls(&self, watch: &str, endpoint: Endpoint, since: Millis) -> Result<usize> {
+        let watch = watch.to_owned();
+        self.with("count recent calls", move |conn| {
+            conn.query_row(
+                "SELECT COUNT(DISTINCT ls.src) FROM ledger l
+                 JOIN ledger_sources ls ON ls.ledger_id = l.id
+                 JOIN sources s ON s.watch = ?1 AND s.src = ls.src
+                 WHERE l.endpoint = ?2 AND l.status = 200 AND l.at >= ?3",
+                params![watch, endpoint.as_str(), since],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+        })
+        .await
+    }
+
+    async fn discovered_at(&self, watch: &str) -> Result<Option<Millis>> {
+        let watch = watch.to_owned();
+        self.with("read the last discovery", move |conn| {
+            conn.query_row(
+                "SELECT discovered_ok_at FROM watches WHERE name = ?1",
+                [&watch],
+                |r| r.get::<_, Option<Millis>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+        .await
+    }
+
+    async fn discovered(
+        &self,
+        watch: &str,
+        found: Vec<(String, String, String)>,
+        at: Millis,
+        complete: bool,
+    ) -> Result<()> {
+        self.require_writer("recording a discovery")?;
+        let watch = watch.to_owned();
+        self.with("record a discovery", move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO sources (watch, src, probe, referenced, first_seen, seen_in, discovered_at)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?4)
+                     ON CONFLICT (watch, src) DO UPDATE SET discovered_at = excluded.discovered_at,
+                         referenced = 1, unreferenced_since = NULL",
+                )?;
+                for (src, probe, found_on) in &found {
+                    stmt.execute(params![watch, src, probe, at, format!("discovery: {found_on}")])?;
+                }
+            }
+            if complete {
+                tx.execute(
+                    "INSERT INTO watches (name, discovered_ok_at) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET discovered_ok_at = excluded.discovered_ok_at",
+                    params![watch, at],
+                )?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn discovered_sources(&self, watch: &str) -> Result<Vec<(String, String)>> {
+        let watch = watch.to_owned();
+        self.with("read discovered sources", move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT s.src, s.probe FROM sources s LEFT JOIN watches w ON w.name = s.watch
+                 WHERE s.watch = ?1 AND s.discovered_at IS NOT NULL
+                   AND s.discovered_at >= COALESCE(w.discovered_ok_at, 0)",
+            )?;
+            let rows = stmt.query_map([&watch], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn show(&self, watch: Option<&str>, srcs: &[String]) -> Result<Vec<SourceRow>> {
+        let watch = watch.map(str::to_owned);
+        let wanted: HashSet<String> = srcs.iter().cloned().collect();
+        self.with("read the inventory", move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {SOURCE_COLUMNS}, w.last_pass_at FROM sources
+                 LEFT JOIN watches w ON w.name = sources.watch
+                 WHERE (?1 IS NULL OR sources.watch = ?1) ORDER BY sources.watch, src"
+            ))?;
+            let mut rows = stmt.query([&watch])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let src: String = row.get(0)?;
+                if !wanted.is_empty() && !wanted.contains(&src) {
+                    continue;
+                }
+                let rec = rec_of(row)?;
+                let v = validators_at(row, 14)?;
+                let ep = rec.episode.as_ref();
+                out.push(SourceRow {
+                    watch: row.get(21)?,
+                    src,
+                    probe: row.get(1)?,
+                    referenced: rec.referenced,
+                    unreferenced_since: rec.unreferenced_since.map(rfc3339),
+                    first_seen: rfc3339(rec.first_seen),
+                    seen_in: row.get(5)?,
+                    last_verdict: rec.last_verdict,
+                    last_status: rec.last_status,
+                    last_decision: rec.last_decision,
+                    last_checked: row.get::<_, Option<Millis>>(22)?.map(rfc3339),
+                    gone_streak: ep.map(|e| e.gone_streak).unwrap_or(0),
+                    gone_since: ep.map(|e| super::rfc3339(super::millis(e.first_gone))),
+                    purged: ep.is_some_and(|e| e.purged_at.is_some()),
+                    purged_at: ep
+                        .and_then(|e| e.purged_at)
+                        .map(|t| rfc3339(super::millis(t))),
+                    etag: v.etag,
+                    last_modified: v.last_modified,
+                    content_length: v.length,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn forget(&self, watch: &str, srcs: &[String]) -> Result<usize> {
+        if !self.writable() {
+            return Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+                what: "state forget",
+            });
+        }
+        let watch = watch.to_owned();
+        let srcs = srcs.to_vec();
+        self.with("forget sources", move |conn| {
+            let tx = conn.transaction()?;
+            let mut n = 0;
+            {
+                let mut del = tx.prepare("DELETE FROM sources WHERE watch = ?1 AND src = ?2")?;
+                for src in &srcs {
+                    n += del.execute(params![watch, src])?;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn ledger(&self, since: Option<Millis>) -> Result<Vec<LedgerEntry>> {
+        self.with("read the ledger", move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {LEDGER_COLUMNS} FROM ledger l WHERE l.at >= ?1 ORDER BY l.at, l.id"
+            ))?;
+            let rows = stmt.query_map([since.unwrap_or(Millis::MIN)], ledger_of)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn calls_for(&self, src: &str) -> Result<Vec<LedgerEntry>> {
+        let src = src.to_owned();
+        self.with("read the ledger", move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {LEDGER_COLUMNS} FROM ledger l WHERE l.id IN
+                 (SELECT ledger_id FROM ledger_sources WHERE src = ?1) ORDER BY l.at, l.id"
+            ))?;
+            let rows = stmt.query_map([&src], ledger_of)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn history(&self, watch: &str, src: &str) -> Result<Vec<HistoryRow>> {
+        let (watch, src) = (watch.to_owned(), src.to_owned());
+        self.with("read the history", move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT at, decision, status, reason FROM history WHERE watch = ?1 AND src = ?2 ORDER BY at, rowid",
+            )?;
+            let rows = stmt.query_map(params![watch, src], |r| {
+                let at: Millis = r.get(0)?;
+                Ok(HistoryRow {
+                    at,
+                    time: rfc3339(at),
+                    src: Arc::from(src.as_str()),
+                    decision: decision_of(r.get(1)?).unwrap_or(Decision::Skip),
+                    status: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
