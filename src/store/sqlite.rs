@@ -262,6 +262,10 @@ impl SqliteStore {
                     [&holder],
                 )
                 .map_err(|e| open_err(Box::new(e)))?;
+                // Into the main file, so that a refused process that reaches
+                // it by another name (a hard link: another WAL name) reads it.
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .map_err(|e| open_err(Box::new(e)))?;
                 Ok(SqliteStore {
                     path: path.to_owned(),
                     conn: Arc::new(Mutex::new(conn)),

@@ -105,6 +105,8 @@ pub struct RecordedCall {
     pub deadline: Option<Value>,
     /// The status the fake answered.
     pub status: u16,
+    /// The `x-vercel-id` the fake answered with (unique per request, as Vercel's).
+    pub vercel_id: String,
 }
 
 impl RecordedCall {
@@ -302,10 +304,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .and_then(|v| v.get("revalidationDeadlineSeconds"))
             .cloned(),
         status: 0,
+        vercel_id: String::new(),
     };
 
     let (reply, delay) = {
         let mut state = lock(&shared.state);
+        call.vercel_id = format!("fra1::fake-{:06}", state.calls.len() + 1);
         let checked = if body_too_large {
             Err(Reply::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -332,7 +336,11 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    reply.into_response()
+    let mut response = reply.into_response();
+    if let Ok(id) = HeaderValue::from_str(&call.vercel_id) {
+        response.headers_mut().insert("x-vercel-id", id);
+    }
+    response
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
