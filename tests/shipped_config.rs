@@ -28,7 +28,7 @@ fn the_shipped_watch_yaml_loads() {
     assert!(srcs.contains(&"https://images.example.com/products/shoe.jpg?v=3"));
     assert_eq!(
         c.state_path,
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".origin-watch/state.json")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".origin-watch/state.db")
     );
     assert_eq!(
         w.canary.as_deref(),
