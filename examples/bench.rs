@@ -24,9 +24,16 @@
 //! cargo run --release --example bench -- --lychee /path/to/lychee --sizes 100000
 //! ```
 //!
+//! `--store` compares a pass with the SQLite store and with a store that
+//! keeps nothing (see `bench/store.rs`):
+//! `cargo run --release --example bench -- --store --million`.
+//!
 //! `--lychee PATH` runs the lychee link checker (`--method head`,
 //! concurrency 256, no per-host limit or interval) over the same N URLs against the same kind of origin,
 //! then one origin-watch dry-run pass, and prints both rates.
+
+#[path = "bench/store.rs"]
+mod store_bench;
 
 use std::io::Write;
 use std::process::Command;
@@ -58,6 +65,13 @@ fn main() {
     }
     if let Some(n) = arg_value(&args, "--raw") {
         return raw(n.parse().expect("--raw N"));
+    }
+    if let Some(n) = arg_value(&args, "--store-child") {
+        let kind = args.last().expect("--store-child N KIND");
+        return store_bench::child(n.parse().expect("--store-child N"), kind);
+    }
+    if args.iter().any(|a| a == "--store") {
+        return store_bench::compare(&args);
     }
     if let Some(n) = arg_value(&args, "--serve") {
         return serve(n.parse().expect("--serve N"));

@@ -231,8 +231,13 @@ impl SqliteStore {
                     Err(std::fs::TryLockError::Error(e)) => return Err(open_err(Box::new(e))),
                 }
                 let mut conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
+                // WAL with synchronous NORMAL: a commit is one append to the
+                // WAL, safe against a killed process at any moment (SQLite
+                // replays or drops whole transactions); only a power loss
+                // can drop the last commits, and then the store is still
+                // consistent (at worst a purge is made once more).
                 conn.pragma_update(None, "journal_mode", "WAL")
-                    .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
+                    .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
                     .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
                     .map_err(|e| open_err(Box::new(e)))?;
                 migrate(&mut conn, path)?;
