@@ -42,6 +42,8 @@ pub struct RawRules {
     pub follow_redirects: Option<u32>,
     pub max_purge_fraction: Option<f64>,
     pub max_purges_per_pass: Option<usize>,
+    // Discovery: only in `defaults:`; a watch sets its own `discover:` block.
+    pub discover: Option<super::discover::RawDiscoverDefaults>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +71,8 @@ pub struct RawWatch {
     pub follow_redirects: Option<u32>,
     pub max_purge_fraction: Option<f64>,
     pub max_purges_per_pass: Option<usize>,
+    // Discovery: the watch's `discover:` block.
+    pub discover: Option<super::discover::RawDiscover>,
 }
 
 impl RawWatch {
@@ -85,6 +89,7 @@ impl RawWatch {
             follow_redirects: self.follow_redirects,
             max_purge_fraction: self.max_purge_fraction,
             max_purges_per_pass: self.max_purges_per_pass,
+            discover: None,
         }
     }
 }
