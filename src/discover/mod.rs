@@ -424,9 +424,15 @@ impl Job {
                     if !html {
                         return Done::Skipped;
                     }
-                    let text = String::from_utf8_lossy(&body);
-                    let scan = html::scan(&text, &url, site, links);
-                    Done::Page { url, scan }
+                    // Parsed on a task of its own, so that pages are parsed
+                    // on every worker while this one keeps the requests going.
+                    let site = site.clone();
+                    let parsed = tokio::spawn(async move {
+                        let text = String::from_utf8_lossy(&body);
+                        let scan = html::scan(&text, &url, &site, links);
+                        Done::Page { url, scan }
+                    });
+                    parsed.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
                 }
                 // A page that is gone says nothing about its images.
                 Ok(None) => Done::Skipped,
