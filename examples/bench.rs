@@ -533,8 +533,12 @@ const URLS_PER_PAGE: usize = 20;
 /// links, about 9 KB.
 fn site_page(i: usize) -> String {
     let mut html = String::with_capacity(10_000);
-    html.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charSet=\"utf-8\"/><title>page</title>");
-    html.push_str("<script src=\"/_next/static/chunks/main.js\" async=\"\"></script></head><body><main>");
+    html.push_str(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charSet=\"utf-8\"/><title>page</title>",
+    );
+    html.push_str(
+        "<script src=\"/_next/static/chunks/main.js\" async=\"\"></script></head><body><main>",
+    );
     for j in 0..URLS_PER_PAGE {
         let u = format!("%2Fimages%2F{i}%2F{j}.png");
         html.push_str(&format!(
@@ -565,7 +569,9 @@ fn start_site() -> testkit::FakeSite {
     let base = site.base_url();
     let mut index = String::from("<?xml version=\"1.0\"?><sitemapindex>");
     for k in 0..SITE_SITEMAPS {
-        index.push_str(&format!("<sitemap><loc>{base}/sitemaps/{k}.xml</loc></sitemap>"));
+        index.push_str(&format!(
+            "<sitemap><loc>{base}/sitemaps/{k}.xml</loc></sitemap>"
+        ));
         let mut map = String::from("<?xml version=\"1.0\"?><urlset>");
         for i in k * per..(k + 1) * per {
             map.push_str(&format!("<url><loc>{base}/p/{i}</loc></url>"));
@@ -611,9 +617,17 @@ fn discover_child() {
             .expect("a discover: block");
         (found, started.elapsed())
     });
-    assert!(found.complete(), "{:?}", &found.errors[..found.errors.len().min(5)]);
+    assert!(
+        found.complete(),
+        "{:?}",
+        &found.errors[..found.errors.len().min(5)]
+    );
     assert_eq!(found.pages_read, SITE_PAGES, "every page read");
-    assert_eq!(found.sources.len(), SITE_PAGES * URLS_PER_PAGE, "every source found");
+    assert_eq!(
+        found.sources.len(),
+        SITE_PAGES * URLS_PER_PAGE,
+        "every source found"
+    );
     let secs = elapsed.as_secs_f64();
     let pages_per_s = found.pages_read as f64 / secs;
     let wrk_text = wrk.map_or("- (wrk not installed)".to_owned(), |r| format!("{r:.0}"));

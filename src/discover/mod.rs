@@ -432,7 +432,9 @@ impl Job {
                         let scan = html::scan(&text, &url, &site, links);
                         Done::Page { url, scan }
                     });
-                    parsed.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+                    parsed
+                        .await
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
                 }
                 // A page that is gone says nothing about its images.
                 Ok(None) => Done::Skipped,
