@@ -27,6 +27,15 @@
 //! `--store` compares a pass with the SQLite store and with a store that
 //! keeps nothing (see `bench/store.rs`):
 //! `cargo run --release --example bench -- --store --million`.
+//! `--discover` measures discovery instead: a loopback site of 10,000 pages
+//! (20 optimizer URLs each) behind a sitemap index of 10 sitemaps, read by
+//! the real discovery code in a child process (pages/s, sources/s, peak
+//! RSS), beside what `wrk` reaches fetching one such page from the same
+//! server in the same run:
+//!
+//! ```text
+//! cargo run --release --example bench -- --discover
+//! ```
 //!
 //! `--lychee PATH` runs the lychee link checker (`--method head`,
 //! concurrency 256, no per-host limit or interval) over the same N URLs against the same kind of origin,
@@ -72,6 +81,24 @@ fn main() {
     }
     if args.iter().any(|a| a == "--store") {
         return store_bench::compare(&args);
+    }
+    if args.iter().any(|a| a == "--discover-child") {
+        return discover_child();
+    }
+    if args.iter().any(|a| a == "--discover") {
+        let exe = std::env::current_exe().expect("own path");
+        let repeat: usize =
+            arg_value(&args, "--repeat").map_or(1, |k| k.parse().expect("--repeat K"));
+        for _ in 0..repeat {
+            match Command::new(&exe).arg("--discover-child").output() {
+                Ok(out) => {
+                    print!("{}", String::from_utf8_lossy(&out.stdout));
+                    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+                }
+                Err(e) => eprintln!("cannot run the discovery child: {e}"),
+            }
+        }
+        return;
     }
     if let Some(n) = arg_value(&args, "--serve") {
         return serve(n.parse().expect("--serve N"));
@@ -507,4 +534,126 @@ fn compare_lychee(lychee: &str, n: usize) {
             probes_per_s * lychee_s / n as f64
         );
     }
+}
+
+/// Pages of the discovery benchmark's site, and optimizer URLs on each.
+const SITE_PAGES: usize = 10_000;
+const SITE_SITEMAPS: usize = 10;
+const URLS_PER_PAGE: usize = 20;
+
+/// One page of the benchmark site: a Next.js-like page with 20 `next/image`
+/// tags (a `srcSet` of two and a `src` each, 20 distinct sources) and a few
+/// links, about 9 KB.
+fn site_page(i: usize) -> String {
+    let mut html = String::with_capacity(10_000);
+    html.push_str(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charSet=\"utf-8\"/><title>page</title>",
+    );
+    html.push_str(
+        "<script src=\"/_next/static/chunks/main.js\" async=\"\"></script></head><body><main>",
+    );
+    for j in 0..URLS_PER_PAGE {
+        let u = format!("%2Fimages%2F{i}%2F{j}.png");
+        html.push_str(&format!(
+            "<img alt=\"image {j}\" loading=\"lazy\" width=\"640\" height=\"480\" decoding=\"async\" \
+             srcSet=\"/_next/image?url={u}&amp;w=640&amp;q=75 1x, /_next/image?url={u}&amp;w=1080&amp;q=75 2x\" \
+             src=\"/_next/image?url={u}&amp;w=1080&amp;q=75\"/>"
+        ));
+    }
+    let next = (i + 1) % SITE_PAGES;
+    html.push_str(&format!(
+        "<a href=\"/\">home</a> <a href=\"/p/{next}\">next</a></main>\
+         <script>self.__next_f.push([1,\"payload\"])</script></body></html>"
+    ));
+    html
+}
+
+/// The benchmark site: `/sitemap-index.xml` -> 10 sitemaps -> 10,000 pages,
+/// the pages made on request, on a thread of its own.
+fn start_site() -> testkit::FakeSite {
+    use testkit::fake_site::{FakeSite, Reply};
+    let per = SITE_PAGES / SITE_SITEMAPS;
+    let generator: testkit::fake_site::Generator = Arc::new(move |path: &str| {
+        let i: usize = path.strip_prefix("/p/")?.parse().ok()?;
+        (i < SITE_PAGES).then(|| Reply::html(site_page(i)))
+    });
+    // The sitemaps name the site by a placeholder until its port is known.
+    let site = FakeSite::spawn_on_own_thread([], Some(generator)).expect("site starts");
+    let base = site.base_url();
+    let mut index = String::from("<?xml version=\"1.0\"?><sitemapindex>");
+    for k in 0..SITE_SITEMAPS {
+        index.push_str(&format!(
+            "<sitemap><loc>{base}/sitemaps/{k}.xml</loc></sitemap>"
+        ));
+        let mut map = String::from("<?xml version=\"1.0\"?><urlset>");
+        for i in k * per..(k + 1) * per {
+            map.push_str(&format!("<url><loc>{base}/p/{i}</loc></url>"));
+        }
+        map.push_str("</urlset>");
+        site.set(&format!("/sitemaps/{k}.xml"), Reply::xml(map));
+    }
+    index.push_str("</sitemapindex>");
+    site.set("/sitemap-index.xml", Reply::xml(index));
+    site
+}
+
+/// `wrk` fetching one page of the site (64 connections, 5 s).
+fn wrk_page_rate(url: &str) -> Option<f64> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c64", "-d5s", url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn discover_child() {
+    let site = start_site();
+    let wrk = wrk_page_rate(&site.url("/p/1"));
+    let yaml = format!(
+        "defaults: {{ concurrency: {CONCURRENCY}, per_host_concurrency: {CONCURRENCY} }}\n\
+         watches:\n  - name: bench\n    project: p\n    origin: '{}'\n    \
+         discover: {{ sitemaps: [/sitemap-index.xml], follow_links: true, max_pages: {SITE_PAGES} }}\n",
+        site.base_url()
+    );
+    let config = Config::from_yaml(&yaml).expect("bench config");
+    let runtime = client_runtime();
+    let (found, elapsed) = runtime.block_on(async {
+        let prober = Arc::new(Prober::new().expect("prober"));
+        let discoverer = origin_watch::discover::Discoverer::new(prober).expect("discoverer");
+        let started = Instant::now();
+        let found = discoverer
+            .discover_watch(&config.watches[0], &CancellationToken::new())
+            .await
+            .expect("a discover: block");
+        (found, started.elapsed())
+    });
+    assert!(
+        found.complete(),
+        "{:?}",
+        &found.errors[..found.errors.len().min(5)]
+    );
+    assert_eq!(found.pages_read, SITE_PAGES, "every page read");
+    assert_eq!(
+        found.sources.len(),
+        SITE_PAGES * URLS_PER_PAGE,
+        "every source found"
+    );
+    let secs = elapsed.as_secs_f64();
+    let pages_per_s = found.pages_read as f64 / secs;
+    let wrk_text = wrk.map_or("- (wrk not installed)".to_owned(), |r| format!("{r:.0}"));
+    let ratio = wrk.map_or("-".to_owned(), |r| format!("{:.2}", pages_per_s / r));
+    println!(
+        "discovery: {} pages, {} sitemaps, {} sources in {:.2} s: {:.0} pages/s, {:.0} sources/s; \
+         wrk GET of one page: {wrk_text}/s (ratio {ratio}); peak RSS {:.1} MB",
+        found.pages_read,
+        found.sitemaps_read,
+        found.sources.len(),
+        secs,
+        pages_per_s,
+        found.sources.len() as f64 / secs,
+        peak_rss_mb(),
+    );
 }

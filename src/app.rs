@@ -116,6 +116,7 @@ pub async fn execute(
             print_plan(&config, &mut std::io::stdout().lock());
             Ok(Exit::Ok)
         }
+        Command::Discover => discover(&config, &cancel).await,
         Command::Once(args) => one_pass(&config, &args, &cancel).await,
         Command::State(cmd) => state_command(&config, global, cmd).await,
         Command::Explain(args) => explain(&config, global, &args).await,
@@ -128,6 +129,51 @@ pub async fn execute(
         }
         Command::Run(args) => crate::sidecar::sidecar(config, global, args, cancel).await,
     }
+}
+
+/// `discover`: each selected watch's discovery, its sources as JSON Lines
+/// on stdout and a summary per watch in the logs. Probes nothing, writes
+/// no state. Exit 1 when a discovery was partial (its errors are logged).
+async fn discover(config: &Config, cancel: &CancellationToken) -> Result<Exit, AppError> {
+    let prober = Arc::new(Prober::new().map_err(AppError::Client)?);
+    let discoverer =
+        crate::discover::Discoverer::new(prober).map_err(|e| AppError::Client(e.to_string()))?;
+    let mut exit = Exit::Ok;
+    for w in &config.watches {
+        let Some(found) = discoverer.discover_watch(w, cancel).await else {
+            tracing::info!(watch = %w.name, "no discover: block; nothing to discover");
+            continue;
+        };
+        let mut out = Vec::with_capacity(found.sources.len() * 80);
+        for f in &found.sources {
+            let line = serde_json::json!({"watch": w.name, "src": f.src, "found_on": &*f.found_on});
+            let _ = writeln!(out, "{line}");
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(&out);
+        let _ = stdout.flush();
+        drop(stdout);
+        for e in &found.errors {
+            tracing::warn!(watch = %w.name, error = %e, "discovery incomplete");
+        }
+        tracing::info!(
+            watch = %w.name,
+            sources = found.sources.len(),
+            pages_read = found.pages_read,
+            sitemaps_read = found.sitemaps_read,
+            errors = found.errors.len(),
+            complete = found.complete(),
+            elapsed_ms = found.elapsed.as_millis() as u64,
+            "discovered"
+        );
+        if !found.complete() {
+            exit = Exit::PurgeFailed;
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    Ok(exit)
 }
 
 /// `once` and `audit`: one pass, with a progress bar when stderr is a terminal.
@@ -323,6 +369,28 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
             r.max_purges_per_pass,
             w.canary.as_deref().unwrap_or("none"),
         );
+        if let Some(d) = &w.discover {
+            let list = |urls: &[url::Url]| {
+                urls.iter()
+                    .map(url::Url::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "  discover: site {}, sitemaps [{}], pages [{}], follow_links {}, max_pages {}, every {}{}",
+                d.site,
+                list(&d.sitemaps),
+                list(&d.pages),
+                d.follow_links,
+                d.max_pages,
+                humantime::format_duration(d.every),
+                d.images_url
+                    .as_ref()
+                    .map(|u| format!(", images_url {u}"))
+                    .unwrap_or_default(),
+            );
+        }
         // A small watch and the default fraction: not even one purge passes.
         let one_allowed = crate::guard::max_due(r.max_purge_fraction, w.sources.len()) >= 1;
         if !w.sources.is_empty() && !one_allowed {

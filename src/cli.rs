@@ -1,4 +1,4 @@
-//! The command line: `once`, `audit`, `run` and `check`, with the options
+//! The command line: `once`, `audit`, `run`, `check` and `discover`, with the options
 //! the contract names.
 
 use std::net::SocketAddr;
@@ -77,6 +77,8 @@ pub enum Command {
     State(StateCommand),
     /// A source's story in words: when it was seen, gone, purged, and every API call for it
     Explain(ExplainArgs),
+    /// Find each watch's sources on its site (sitemaps, pages, images_url) and print them as JSON Lines (watch, src, found_on); probes nothing, writes no state, needs no token. Exits 1 when a discovery was partial
+    Discover,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]

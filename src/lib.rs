@@ -7,6 +7,8 @@
 //! - [`cli`]: the command line (clap derive); [`app`] wires the commands.
 //! - [`config`]: `watch.yaml`, parsed raw and then checked into a [`config::Config`];
 //!   [`sources`] turns a watch's images into deduplicated, alias-grouped probe targets.
+//! - [`discover`]: finds a watch's sources on its site (sitemaps, pages, a list); knows
+//!   nothing of probes or the store.
 //! - [`shard`]: `--shard K/N`, a stable split of the sources between processes.
 //! - [`schedule`]: cron expressions; [`sidecar`] fires passes on them for `run`.
 //! - [`probe`]: HTTP probes of origin URLs into [`probe::Observation`]s; decides nothing.
@@ -28,6 +30,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod discover;
 pub mod exit;
 pub mod guard;
 pub mod logsink;

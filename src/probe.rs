@@ -120,7 +120,7 @@ impl From<&Rules> for ProbeRules {
 
 /// One origin host: a bound on requests in flight and a backoff deadline.
 struct Host {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     not_before: Mutex<Option<Instant>>,
 }
 
@@ -339,6 +339,26 @@ impl Prober {
         }
     }
 
+    /// Waits for a slot of `url`'s host (and its backoff) under the same
+    /// per-host limit as probes, for other requests to the same hosts
+    /// (discovery) to share it. The slot is held until the returned guard
+    /// is dropped.
+    pub async fn host_slot(&self, url: &Url, per_host_concurrency: usize) -> HostSlot {
+        let host = self.host(url, per_host_concurrency);
+        let permit = host
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        host.wait_backoff().await;
+        HostSlot {
+            _permit: permit,
+            host,
+            max_backoff: self.max_host_backoff,
+        }
+    }
+
     /// Forgets the per-host limits (after a reload), so the next probe of
     /// each host sets its limit from the new rules. Requests in flight keep
     /// their slots on the old limit until they finish.
@@ -354,11 +374,27 @@ impl Prober {
             return h.clone();
         }
         let host = Arc::new(Host {
-            permits: Semaphore::new(permits.max(1)),
+            permits: Arc::new(Semaphore::new(permits.max(1))),
             not_before: Mutex::new(None),
         });
         hosts.insert(key.to_owned(), host.clone());
         host
+    }
+}
+
+/// A slot of one host's per-host limit, held until dropped (see
+/// [`Prober::host_slot`]).
+pub struct HostSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    host: Arc<Host>,
+    max_backoff: Duration,
+}
+
+impl HostSlot {
+    /// The host answered 429: hold back every request to it (probes too)
+    /// for `wait`, capped like a probe's backoff.
+    pub fn back_off(&self, wait: Duration) {
+        self.host.back_off(wait, self.max_backoff);
     }
 }
 

@@ -334,11 +334,12 @@ impl<'a> Checker<'a> {
                 )),
             }
         }
-        if w.images.is_empty() && w.images_file.is_none() {
+        if w.images.is_empty() && w.images_file.is_none() && w.discover.is_none() {
             self.problem(format!(
-                "{label}: no images (give `images` or `images_file`)"
+                "{label}: no images (give `images`, `images_file` or `discover`)"
             ));
         }
+        let discover = self.discover(label, defaults, w, origin.as_deref());
         let (list, problems) = list.finish();
         self.problems.extend(problems);
 
@@ -369,6 +370,25 @@ impl<'a> Checker<'a> {
             sources: list.sources,
             probes: list.probes,
             duplicates: list.duplicates,
+            discover,
         })
+    }
+
+    // Discovery: the watch's `discover:` block (see `super::discover`).
+    fn discover(
+        &mut self,
+        label: &str,
+        defaults: &RawRules,
+        w: &RawWatch,
+        origin: Option<&str>,
+    ) -> Option<Arc<super::Discover>> {
+        let own = w.discover.as_ref()?;
+        match super::discover::check(label, defaults.discover.as_ref(), own, origin) {
+            Ok(d) => Some(Arc::new(d)),
+            Err(problems) => {
+                self.problems.extend(problems);
+                None
+            }
+        }
     }
 }

@@ -47,7 +47,10 @@ pub enum ConfigError {
 }
 
 mod check;
+mod discover;
 mod raw;
+
+pub use discover::{Discover, RawDiscover, RawDiscoverDefaults};
 
 use check::Checker;
 
@@ -156,6 +159,8 @@ pub struct Watch {
     pub probes: Vec<ProbeTarget>,
     /// Sources listed more than once (kept once).
     pub duplicates: usize,
+    /// `discover:`, when the watch finds sources on its site.
+    pub discover: Option<Arc<Discover>>,
 }
 
 impl Watch {
@@ -172,6 +177,7 @@ impl Watch {
             sources: Vec::new(),
             probes: Vec::new(),
             duplicates: self.duplicates,
+            discover: self.discover.clone(),
         }
     }
 

@@ -43,6 +43,8 @@ pub struct RawRules {
     pub max_purge_fraction: Option<f64>,
     pub max_purges_per_pass: Option<usize>,
     pub forget_after: Option<String>,
+    // Discovery: only in `defaults:`; a watch sets its own `discover:` block.
+    pub discover: Option<super::discover::RawDiscoverDefaults>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +73,8 @@ pub struct RawWatch {
     pub max_purge_fraction: Option<f64>,
     pub max_purges_per_pass: Option<usize>,
     pub forget_after: Option<String>,
+    // Discovery: the watch's `discover:` block.
+    pub discover: Option<super::discover::RawDiscover>,
 }
 
 impl RawWatch {
@@ -88,6 +92,7 @@ impl RawWatch {
             max_purge_fraction: self.max_purge_fraction,
             max_purges_per_pass: self.max_purges_per_pass,
             forget_after: self.forget_after.clone(),
+            discover: None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Loopback fakes: an origin and the Vercel purge API, for tests, examples,
+//! Loopback fakes: an origin, a website and the Vercel purge API, for tests, examples,
 //! the demo and the benchmark; never used by the binary.
 //!
 //! Both fakes bind `127.0.0.1`, serve on a background task (or, for the
@@ -6,9 +6,11 @@
 //! stop when dropped, so a test owns its servers the way it owns its tempdirs.
 
 pub mod fake_origin;
+pub mod fake_site;
 pub mod fake_vercel;
 
 pub use fake_origin::{Behavior, FakeOrigin};
+pub use fake_site::{FakeSite, Reply};
 pub use fake_vercel::{FakeVercel, FakeVercelConfig, INVALIDATE_PATH, PURGE_PATH, RecordedCall};
 
 use std::io::Write;

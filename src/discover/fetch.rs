@@ -1,0 +1,152 @@
+//! Discovery's HTTP: one `GET` with the body read up to a limit, redirects
+//! followed only where the caller allows (within the site), every request
+//! holding a slot of the same per-host limit as the probes.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION};
+use reqwest::{StatusCode, Url};
+
+use crate::probe::{Prober, retry_after};
+
+/// Why a fetch gave nothing to read. Messages name the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: answered {status}")]
+    Status { url: Url, status: u16 },
+    #[error("{url}: timeout after {}", humantime::format_duration(*.timeout))]
+    Timeout { url: Url, timeout: Duration },
+    #[error("{url}: request failed: {cause}")]
+    Request { url: Url, cause: String },
+    #[error("{url}: redirects off the site to {to}")]
+    OffSite { url: Url, to: String },
+    #[error("{url}: more than {limit} redirects")]
+    Redirects { url: Url, limit: u32 },
+    #[error("{url}: body over {limit} bytes")]
+    TooLarge { url: Url, limit: u64 },
+}
+
+/// A fetched body and where it came from after redirects.
+pub struct Fetched {
+    pub url: Url,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The settings of one watch's requests.
+pub struct Fetcher<'a> {
+    pub client: &'a reqwest::Client,
+    pub limits: &'a Prober,
+    pub headers: &'a HeaderMap,
+    pub timeout: Duration,
+    pub per_host_concurrency: usize,
+    pub max_redirects: u32,
+}
+
+impl Fetcher<'_> {
+    /// `GET url`. `Ok(None)` for 404 and 410: a missing document says
+    /// nothing. A redirect is followed only when `allowed` says so.
+    pub async fn get(
+        &self,
+        url: &Url,
+        limit: u64,
+        allowed: impl Fn(&Url) -> bool,
+    ) -> Result<Option<Fetched>, FetchError> {
+        let mut at = url.clone();
+        let mut hops = 0;
+        loop {
+            let slot = self.limits.host_slot(&at, self.per_host_concurrency).await;
+            let response = self
+                .client
+                .get(at.clone())
+                .headers(self.headers.clone())
+                .timeout(self.timeout)
+                .send()
+                .await
+                .map_err(|e| self.failed(&at, e))?;
+            let status = response.status();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                slot.back_off(retry_after(response.headers()).unwrap_or(Duration::from_secs(1)));
+            }
+            if status.is_redirection()
+                && let Some(to) = response.headers().get(LOCATION)
+            {
+                let to = to.to_str().ok().and_then(|l| at.join(l).ok());
+                match to {
+                    Some(next) if allowed(&next) => {
+                        hops += 1;
+                        if hops > self.max_redirects {
+                            return Err(FetchError::Redirects {
+                                url: url.clone(),
+                                limit: self.max_redirects,
+                            });
+                        }
+                        at = next;
+                        continue;
+                    }
+                    other => {
+                        return Err(FetchError::OffSite {
+                            url: at,
+                            to: other.map_or_else(|| "an unusable Location".into(), String::from),
+                        });
+                    }
+                }
+            }
+            if matches!(status.as_u16(), 404 | 410) {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(FetchError::Status {
+                    url: at,
+                    status: status.as_u16(),
+                });
+            }
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_ascii_lowercase);
+            let mut response = response;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.failed(&at, e))? {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(FetchError::TooLarge { url: at, limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            drop(slot);
+            return Ok(Some(Fetched {
+                url: at,
+                content_type,
+                body,
+            }));
+        }
+    }
+
+    fn failed(&self, url: &Url, e: reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            FetchError::Timeout {
+                url: url.clone(),
+                timeout: self.timeout,
+            }
+        } else {
+            // The chain, without the URL reqwest repeats at its top.
+            let mut cause = String::new();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                if !cause.is_empty() {
+                    cause.push_str(": ");
+                }
+                cause.push_str(&s.to_string());
+                source = s.source();
+            }
+            if cause.is_empty() {
+                cause = e.without_url().to_string();
+            }
+            FetchError::Request {
+                url: url.clone(),
+                cause,
+            }
+        }
+    }
+}
