@@ -212,9 +212,10 @@ async fn observe(
         // Indices, not references: a closure over `&ProbeTarget` would make
         // the pass future not `Send` for every lifetime the sidecar needs.
         let (prober, w) = (&ctx.prober, &*watch);
+        let slots = tokio::sync::Semaphore::new(w.rules.concurrency);
         let probes = futures::stream::iter(0..w.probes.len())
-            .map(|i| probe_one(prober, w, i, &rules))
-            .buffer_unordered(watch.rules.concurrency)
+            .map(|i| probe_one(prober, w, i, &rules, &slots))
+            .buffer_unordered(crate::probe::window(w.rules.concurrency))
             .take_until(cancel.cancelled());
         let mut probes = std::pin::pin!(probes);
         while let Some((i, url, obs)) = probes.next().await {
@@ -288,9 +289,10 @@ async fn probe_one<'a>(
     watch: &'a Watch,
     i: usize,
     rules: &ProbeRules,
+    slots: &tokio::sync::Semaphore,
 ) -> (usize, Cow<'a, str>, Observation) {
     let url = watch.probe_url(&watch.probes[i]);
-    let obs = prober.probe(&url, rules).await;
+    let obs = prober.probe_in(&url, rules, Some(slots)).await;
     (i, url, obs)
 }
 

@@ -100,7 +100,7 @@ impl Shard {
         for probe in watch
             .probes
             .iter()
-            .filter(|p| self.owns(&watch.probe_url(p)))
+            .filter(|p| self.owns(&watch.shard_key(p)))
         {
             let index = probes.len() as u32;
             probes.push(ProbeTarget {

@@ -6,8 +6,6 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use url::Url;
-
 use super::raw::{RawConfig, RawRules, RawVercel, RawWatch};
 use super::{Config, MAX_DEADLINE_SECONDS, Rules, VercelConfig, Watch};
 use crate::schedule::CronSchedule;
@@ -83,14 +81,10 @@ impl<'a> Checker<'a> {
         let base = raw
             .api_base
             .unwrap_or_else(|| "https://api.vercel.com".into());
-        let api_base = match Url::parse(&base) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            Ok(_) => {
-                self.problem(format!("vercel.api_base: {base:?} is not an http(s) URL"));
-                None
-            }
-            Err(e) => {
-                self.problem(format!("vercel.api_base: {base:?} is not a URL: {e}"));
+        let api_base = match crate::sources::check_base(&base) {
+            Ok(u) => Some(u),
+            Err(why) => {
+                self.problem(format!("vercel.api_base: {why}"));
                 None
             }
         };
@@ -258,12 +252,10 @@ impl<'a> Checker<'a> {
         }
         let origin = match &w.origin {
             None => None,
-            Some(o) => match Url::parse(o) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                    Some(o.trim_end_matches('/').to_owned())
-                }
-                _ => {
-                    self.problem(format!("{label}.origin: {o:?} is not an http(s) URL"));
+            Some(o) => match crate::sources::check_base(o) {
+                Ok(_) => Some(o.trim_end_matches('/').to_owned()),
+                Err(why) => {
+                    self.problem(format!("{label}.origin: {why}"));
                     None
                 }
             },
@@ -309,6 +301,13 @@ impl<'a> Checker<'a> {
             .map(|c| crate::sources::resolve(c, origin.as_deref()))
         {
             None => None,
+            Some(Ok(url)) if url.contains('#') => {
+                self.problem(format!(
+                    "{label}.canary: {:?} has a fragment (`#`), which is never sent to the origin",
+                    crate::redact::for_stdout(&url)
+                ));
+                None
+            }
             Some(Ok(url)) => Some(Arc::from(url)),
             Some(Err(why)) => {
                 self.problem(format!("{label}.canary: {why}"));

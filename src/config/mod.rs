@@ -78,8 +78,12 @@ pub struct VercelConfig {
 pub struct Token(String);
 
 impl Token {
+    /// A token; it is registered with [`crate::redact`], so it is masked
+    /// wherever it would be printed.
     pub fn new(secret: impl Into<String>) -> Self {
-        Token(secret.into())
+        let secret = secret.into();
+        crate::redact::register(&secret);
+        Token(secret)
     }
 
     /// Checks the value of the environment variable `var`.
@@ -98,7 +102,7 @@ impl Token {
                 var: var.to_owned(),
             });
         }
-        Ok(Token(token))
+        Ok(Token::new(token))
     }
     pub fn expose(&self) -> &str {
         &self.0
@@ -178,6 +182,11 @@ impl Watch {
     /// The URL a probe target is probed at.
     pub fn probe_url<'a>(&'a self, probe: &'a ProbeTarget) -> Cow<'a, str> {
         crate::sources::probe_url(&self.sources, self.origin.as_deref(), probe)
+    }
+
+    /// The string a probe target is sharded by (see [`crate::sources::shard_key`]).
+    pub fn shard_key<'a>(&'a self, probe: &'a ProbeTarget) -> Cow<'a, str> {
+        crate::sources::shard_key(&self.sources, self.origin.as_deref(), probe)
     }
 }
 
