@@ -172,7 +172,9 @@ pub async fn sidecar(
                 let outcome = run_pass(&ctx, std::slice::from_ref(&watch), &shutdown).await;
                 match outcome {
                     Ok(o) => {
-                        crate::app::print_outcome(&o);
+                        if let Err(e) = crate::app::print_outcome(&o) {
+                            tracing::error!(error = %e, "cannot write the summary to stdout");
+                        }
                         health.pass_done(&watch.name, o.exit());
                     }
                     Err(e) => {
@@ -259,7 +261,7 @@ pub async fn sidecar(
         tracing::warn!(timeout = ?args.shutdown_timeout, "passes still running at the shutdown timeout; saving state (with the purges they made) and exiting 1");
     }
     ctx.state.save().map_err(AppError::StateSave)?;
-    ctx.reporter.flush();
+    crate::app::report_written(&ctx, &args.pass.report)?;
     Ok(if clean { Exit::Ok } else { Exit::PurgeFailed })
 }
 

@@ -216,3 +216,171 @@ fn the_source_limit_counts_characters() {
         "{e}"
     );
 }
+
+// ---- running the binary ---------------------------------------------------------
+
+const BIN: &str = env!("CARGO_BIN_EXE_origin-watch");
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with `args` in `dir` (token set), killed after 60 s.
+async fn run_bin(dir: &std::path::Path, args: &[&str], stderr_to: Option<&str>) -> Out {
+    let mut c = std::process::Command::new(BIN);
+    c.args(["--log-format", "json"])
+        .args(args)
+        .current_dir(dir)
+        .env("VERCEL_TOKEN", common::TOKEN)
+        .env("RUST_LOG", "info")
+        .env_remove("ORIGIN_WATCH_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(match stderr_to {
+            Some(path) => std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .into(),
+            None => std::process::Stdio::piped(),
+        });
+    let child = c.spawn().expect("spawn origin-watch");
+    let pid = child.id();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await;
+    let out = match out {
+        Ok(done) => done.unwrap().unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+            panic!("origin-watch {args:?} hung");
+        }
+    };
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An API that answers every call 400 with an error body that echoes the
+/// request's headers, as some proxies and WAFs do.
+async fn echoing_api() -> SocketAddr {
+    serve(Router::new().fallback(|req: Request| async move {
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = serde_json::json!({"error": {"code": "bad_request", "message": format!("rejected request with Authorization: {auth}")}});
+        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    }))
+    .await
+}
+
+// ---- 4, 5, 6. Secrets, URL passwords, control characters ----------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_token_password_or_control_character_reaches_the_output() {
+    let h = Harness::new(&[("/ok.png", Behavior::Present)], Behavior::Status(404)).await;
+    let api = echoing_api().await;
+    let port = h.origin.addr().port();
+    let yaml = format!(
+        "vercel:\n  api_base: http://{api}\nstate: state.json\ndefaults: {{ confirmations: 1, max_purge_fraction: 1.0 }}\nwatches:\n  - name: \"site\\e[2J\"\n    project: p\n    origin: 'http://user:hunter2pw@127.0.0.1:{port}'\n    canary: /ok.png\n    images: [\"/gone.png\", \"/x\\e[2J.png\", \"http://u:hunter2pw@127.0.0.1:{port}/r.png\"]\n"
+    );
+    let dir = h.dir.path();
+    std::fs::write(dir.join("watch.yaml"), &yaml).unwrap();
+    let clean = |what: &str, text: &str| {
+        assert!(
+            !text.contains(common::TOKEN),
+            "{what} shows the token:\n{text}"
+        );
+        assert!(
+            !text.contains("hunter2pw"),
+            "{what} shows a URL password:\n{text}"
+        );
+    };
+
+    let out = run_bin(dir, &["once", "--report", "report.jsonl"], None).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let report = std::fs::read_to_string(dir.join("report.jsonl")).unwrap();
+    for (what, text) in [
+        ("stdout", &out.stdout),
+        ("stderr", &out.stderr),
+        ("report", &report),
+    ] {
+        clean(what, text);
+    }
+    assert!(
+        !out.stdout.contains('\u{1b}'),
+        "raw escape on stdout: {:?}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("site\\u{1b}[2J"), "{}", out.stdout);
+    // Not vacuous: the echo reached the report, masked.
+    assert!(report.contains("Authorization: Bearer ***"), "{report}");
+    assert!(report.contains("http://user:***@127.0.0.1"), "{report}");
+
+    let out = run_bin(dir, &["check"], None).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    clean("check", &out.stdout);
+    assert!(!out.stdout.contains('\u{1b}'), "{:?}", out.stdout);
+
+    let out = run_bin(dir, &["audit"], None).await;
+    clean("audit", &out.stdout);
+    assert!(!out.stdout.contains('\u{1b}'), "{:?}", out.stdout);
+    assert!(
+        out.stdout.contains("would purge /x\\u{1b}[2J.png"),
+        "{}",
+        out.stdout
+    );
+
+    // A config error that quotes a URL shows no password either.
+    std::fs::write(
+        dir.join("watch.yaml"),
+        yaml.replace(
+            &format!("origin: 'http://user:hunter2pw@127.0.0.1:{port}'"),
+            &format!("origin: 'http://user:hunter2pw@127.0.0.1:{port}/?v=2'"),
+        ),
+    )
+    .unwrap();
+    let out = run_bin(dir, &["check"], None).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("origin"), "{}", out.stderr);
+    clean("config error", &out.stderr);
+}
+
+// ---- 12. Report and log write errors ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_or_log_that_cannot_be_written_is_an_error() {
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let h = Harness::new(&[], Behavior::Present).await;
+    let yaml = format!(
+        "state: state.json\nwatches:\n  - {{ name: s, project: p, origin: '{}', images: [/a.png, /b.png] }}\n",
+        h.origin.base_url()
+    );
+    let dir = h.dir.path();
+    std::fs::write(dir.join("watch.yaml"), yaml).unwrap();
+    let out = run_bin(dir, &["once", "--report", "/dev/full"], None).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot write report file /dev/full"),
+        "{}",
+        out.stderr
+    );
+    let out = run_bin(dir, &["once"], Some("/dev/full")).await;
+    assert_eq!(out.code, Some(1), "a lost log exits 1");
+    // The same run with a working stderr exits 0.
+    assert_eq!(run_bin(dir, &["once"], None).await.code, Some(0));
+}
