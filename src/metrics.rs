@@ -277,12 +277,19 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 impl Health {
+    /// The watches' health; a panic elsewhere cannot poison it.
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, WatchHealth>> {
+        self.watches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn set_alive(&self, alive: bool) {
         self.alive.store(alive, Ordering::SeqCst);
     }
 
     pub fn next_fire(&self, watch: &str, at: DateTime<Utc>) {
-        let mut w = self.watches.lock().expect("health lock");
+        let mut w = self.lock();
         w.entry(watch.to_owned()).or_default().next_fire = Some(rfc3339(at));
     }
 
@@ -293,7 +300,19 @@ impl Health {
             Exit::Withheld => "withheld",
             Exit::Usage => "error",
         };
-        let mut w = self.watches.lock().expect("health lock");
+        self.outcome(watch, outcome);
+    }
+
+    /// A pass of `watch` panicked: `/healthz` says `panicked` for it, and
+    /// `degraded` overall, until a later pass of it ends. It still answers
+    /// 200: the loop is alive and the other watches keep working, which a
+    /// restart would interrupt.
+    pub fn pass_panicked(&self, watch: &str) {
+        self.outcome(watch, "panicked");
+    }
+
+    fn outcome(&self, watch: &str, outcome: &'static str) {
+        let mut w = self.lock();
         let e = w.entry(watch.to_owned()).or_default();
         e.last_pass = Some(rfc3339(Utc::now()));
         e.outcome = Some(outcome);
@@ -301,17 +320,11 @@ impl Health {
 
     /// Forgets watches that a reload removed.
     pub fn retain(&self, names: &[String]) {
-        self.watches
-            .lock()
-            .expect("health lock")
-            .retain(|k, _| names.contains(k));
+        self.lock().retain(|k, _| names.contains(k));
     }
 
     pub fn snapshot(&self) -> (bool, BTreeMap<String, WatchHealth>) {
-        (
-            self.alive.load(Ordering::SeqCst),
-            self.watches.lock().expect("health lock").clone(),
-        )
+        (self.alive.load(Ordering::SeqCst), self.lock().clone())
     }
 }
 
@@ -347,13 +360,18 @@ async fn healthz(State(s): State<Served>) -> Response {
         status: &'static str,
         watches: BTreeMap<String, WatchHealth>,
     }
+    let panicked = watches.values().any(|w| w.outcome == Some("panicked"));
     let status = if alive {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = Body {
-        status: if alive { "ok" } else { "starting" },
+        status: match (alive, panicked) {
+            (false, _) => "starting",
+            (true, true) => "degraded",
+            (true, false) => "ok",
+        },
         watches,
     };
     (status, axum::Json(body)).into_response()

@@ -124,9 +124,23 @@ pub async fn watch_loop(
             continue;
         }
         let (fut, running) = (pass(watch.clone()), Running(running.clone()));
+        let (name, health) = (watch.name.clone(), health.clone());
         tracker.spawn(async move {
             let _running = running;
-            fut.await;
+            // A panicking pass is this watch's failure alone: it is logged,
+            // shown by /healthz, and the watch keeps its schedule.
+            use futures::FutureExt;
+            if let Err(panic) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                tracing::error!(watch = %name, error = %why, "pass panicked; the watch keeps its schedule");
+                if let Some(h) = &health {
+                    h.pass_panicked(&name);
+                }
+            }
         });
     }
 }

@@ -384,3 +384,129 @@ async fn a_report_or_log_that_cannot_be_written_is_an_error() {
     // The same run with a working stderr exits 0.
     assert_eq!(run_bin(dir, &["once"], None).await.code, Some(0));
 }
+
+// ---- 7. Bounded counts; a panicking pass ----------------------------------------
+
+#[test]
+fn every_count_is_bounded_naming_the_key() {
+    for (key, value) in [
+        ("per_host_concurrency", "18446744073709551615"),
+        ("concurrency", "18446744073709551615"),
+        ("concurrency", "0"),
+        ("confirmations", "4294967295"),
+        ("max_purges_per_pass", "18446744073709551615"),
+        ("retries", "4294967295"),
+        ("follow_redirects", "4294967295"),
+        ("timeout", "100000000000s"),
+    ] {
+        let e = config_error(&format!(
+            "defaults: {{ {key}: {value} }}\nwatches:\n  - {{ name: s, project: p, origin: 'https://e.com', images: [/a.png] }}\n"
+        ));
+        assert!(e.contains(&format!("defaults.{key}")), "{key}: {e}");
+        let e = config_error(&format!(
+            "watches:\n  - {{ name: s, project: p, origin: 'https://e.com', {key}: {value}, images: [/a.png] }}\n"
+        ));
+        assert!(e.contains(&format!("watches[0] (s).{key}")), "{key}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_huge_per_host_limit_given_to_the_prober_cannot_panic_it() {
+    let h = Harness::new(&[], Behavior::Present).await;
+    let prober = origin_watch::probe::Prober::new().unwrap();
+    let rules = origin_watch::probe::ProbeRules {
+        per_host_concurrency: usize::MAX,
+        ..Default::default()
+    };
+    let obs = prober.probe(&h.origin.url("/a.png"), &rules).await;
+    assert_eq!(obs.verdict, origin_watch::probe::Verdict::Present);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_pass_shows_in_healthz_and_the_watch_keeps_firing() {
+    use origin_watch::metrics::Health;
+    use origin_watch::sidecar::{Clock, PassFn, watch_loop};
+    let c = Config::from_yaml(
+        "watches:\n  - { name: bad, project: p, origin: 'https://e.com', schedule: '* * * * * *', images: [/a.png] }\n",
+    )
+    .unwrap();
+    let fired = Arc::new(AtomicUsize::new(0));
+    let count = fired.clone();
+    let pass: PassFn = Arc::new(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { panic!("boom in a pass") })
+    });
+    let health = Arc::new(Health::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let looping = tokio::spawn(watch_loop(
+        c.watches[0].clone(),
+        pass,
+        Arc::default(),
+        tracker.clone(),
+        Clock::new(),
+        stop.clone(),
+        Some(health.clone()),
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fired.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    looping.await.unwrap();
+    assert!(
+        fired.load(Ordering::SeqCst) >= 3,
+        "the watch stopped firing"
+    );
+    let (_, watches) = health.snapshot();
+    assert_eq!(watches["bad"].outcome, Some("panicked"));
+}
+
+// ---- 9. Files that are not files, or too big; a BOM -----------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_and_fifos_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("images.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let mut files = vec!["/dev/zero".to_owned(), "/dev/urandom".to_owned()];
+    if made.is_ok_and(|s| s.success()) {
+        files.push(fifo.display().to_string());
+    }
+    for file in &files {
+        std::fs::write(
+            dir.path().join("watch.yaml"),
+            format!("watches:\n  - {{ name: s, project: p, origin: 'https://e.com', images_file: '{file}' }}\n"),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let out = run_bin(dir.path(), &["check"], None).await;
+        assert_eq!(out.code, Some(2), "{file}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("images_file")
+                && out.stderr.contains(file.as_str())
+                && out.stderr.contains("not a regular file"),
+            "{file}: {}",
+            out.stderr
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let out = run_bin(dir.path(), &["-c", file, "check"], None).await;
+        assert_eq!(out.code, Some(2), "{file}: {}", out.stderr);
+        assert!(out.stderr.contains(file.as_str()), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("images.txt"), "\u{feff}/a.png\n/b.png\n").unwrap();
+    let path = dir.path().join("watch.yaml");
+    std::fs::write(
+        &path,
+        "\u{feff}watches:\n  - { name: s, project: p, origin: 'https://e.com', images_file: images.txt }\n",
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    let srcs: Vec<&str> = c.watches[0].sources.iter().map(|s| &*s.src).collect();
+    assert_eq!(srcs, ["/a.png", "/b.png"]);
+}

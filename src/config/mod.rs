@@ -21,6 +21,44 @@ pub use crate::sources::{MAX_SOURCE_LEN, ProbeTarget, ProbeUrl, Source};
 /// The largest `revalidationDeadlineSeconds` the API accepts (one year).
 pub const MAX_DEADLINE_SECONDS: u64 = 31_536_000;
 
+/// The config file is read up to this size; a larger one is refused.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+/// An `images_file` is read up to this size (a million sources of a
+/// hundred characters is a tenth of it).
+pub const MAX_IMAGES_FILE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Reads a text file of at most `cap` bytes, refusing what is not a regular
+/// file (a FIFO would hang the read, `/dev/zero` would never end) and a
+/// leading byte-order mark removed.
+pub fn read_text(path: &Path, cap: u64) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    // `stat` before `open`: opening a FIFO blocks until a writer comes.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a device, FIFO or folder cannot be read as one)",
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than the {cap} bytes allowed"),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
+}
+
 /// Why a configuration could not be used. Every variant names its culprit.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -194,7 +232,7 @@ impl Config {
     /// Reads and checks a config file. Relative paths inside it (`state`,
     /// `images_file`) are relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        let text = read_text(path, MAX_CONFIG_BYTES).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
             cause,
         })?;
@@ -217,6 +255,8 @@ impl Config {
     }
 
     fn parse(text: &str, base: &Path, origin: &str) -> Result<Config, ConfigError> {
+        // Editors on Windows write a byte-order mark; it is not a document.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
