@@ -14,6 +14,7 @@ use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use common::Harness;
+use futures::StreamExt;
 use origin_watch::config::Config;
 use origin_watch::exit::Exit;
 use testkit::fake_origin::Behavior;
@@ -509,4 +510,207 @@ fn a_byte_order_mark_is_accepted() {
     let c = Config::load(&path).unwrap();
     let srcs: Vec<&str> = c.watches[0].sources.iter().map(|s| &*s.src).collect();
     assert_eq!(srcs, ["/a.png", "/b.png"]);
+}
+
+// ---- 9, 10. A misbehaving API: huge bodies, hanging calls ----------------------
+
+/// A pass context for `config` with `client` as the Vercel client.
+fn context_with(
+    config: &Config,
+    client: origin_watch::vercel::VercelClient,
+) -> (origin_watch::pass::PassContext, testkit::Captured) {
+    let lines = testkit::Captured::default();
+    let ctx = origin_watch::pass::PassContext {
+        prober: Arc::new(
+            origin_watch::probe::Prober::new()
+                .unwrap()
+                .with_retry_base(std::time::Duration::from_millis(5)),
+        ),
+        vercel: Some(Arc::new(client)),
+        state: Arc::new(origin_watch::state::StateStore::open(&config.state_path).unwrap()),
+        reporter: Arc::new(origin_watch::report::Reporter::to_writer(Box::new(
+            lines.clone(),
+        ))),
+        observer: None,
+    };
+    (ctx, lines)
+}
+
+fn client(config: &Config, timeout_ms: u64) -> origin_watch::vercel::VercelClient {
+    origin_watch::vercel::VercelClient::new(
+        &config.vercel,
+        origin_watch::config::Token::new(common::TOKEN),
+    )
+    .unwrap()
+    .with_call_timeout(std::time::Duration::from_millis(timeout_ms))
+    .with_retry(origin_watch::vercel::RetryPolicy {
+        max_retries: 4,
+        base: std::time::Duration::from_millis(10),
+        max_wait: std::time::Duration::from_millis(50),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_api_error_body_is_read_only_in_part() {
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let api = serve(Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+            // 1 GiB, produced only as fast as it is read.
+            let body = futures::stream::iter(0..16_384).map(move |_| {
+                counter.fetch_add(chunk.len(), Ordering::SeqCst);
+                Ok::<_, std::io::Error>(chunk.clone())
+            });
+            (StatusCode::BAD_REQUEST, axum::body::Body::from_stream(body)).into_response()
+        }
+    }))
+    .await;
+    let c = config_with_api(&h, &format!("http://{api}"), &one_watch("", "[/a.png]"));
+    let (ctx, lines) = context_with(&c, client(&c, 5_000));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    origin_watch::pass::run_pass(&ctx, &c.watches, &cancel)
+        .await
+        .unwrap();
+    let records = lines.take_json_lines();
+    assert_eq!(records[0]["decision"], "failed", "{records:?}");
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent < 32 * 1024 * 1024, "read {sent} bytes of the body");
+}
+
+/// An API that records each call and never answers.
+async fn hanging_api() -> (SocketAddr, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let addr = serve(Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            StatusCode::OK
+        }
+    }))
+    .await;
+    (addr, calls)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_api_costs_a_bounded_time_however_many_batches() {
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let (api, calls) = hanging_api().await;
+    let srcs: Vec<String> = (0..40).map(|i| format!("/img/{i}.png")).collect();
+    let c = config_with_api(
+        &h,
+        &format!("http://{api}"),
+        &one_watch("", &format!("{srcs:?}")),
+    );
+    let (ctx, lines) = context_with(&c, client(&c, 200));
+    let started = std::time::Instant::now();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let outcome = origin_watch::pass::run_pass(&ctx, &c.watches, &cancel)
+        .await
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(outcome.exit(), Exit::PurgeFailed);
+    let calls = calls.load(Ordering::SeqCst);
+    assert_eq!(
+        calls,
+        origin_watch::vercel::MAX_UNANSWERED as usize,
+        "5 batches x 5 attempts would be 25 calls"
+    );
+    let records = lines.take_json_lines();
+    assert_eq!(records.len(), 40);
+    assert!(
+        records.iter().all(|r| r["decision"] == "failed"),
+        "{records:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_ends_within_a_kubernetes_grace_period_after_sigterm() {
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let (api, calls) = hanging_api().await;
+    let dir = h.dir.path();
+    std::fs::write(
+        dir.join("watch.yaml"),
+        format!(
+            "vercel: {{ api_base: 'http://{api}' }}\nstate: state.json\ndefaults: {{ confirmations: 1, max_purge_fraction: 1.0 }}\nwatches:\n  - {{ name: s, project: p, origin: '{}', images: [/a.png] }}\n",
+            h.origin.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["--log-format", "json", "once"])
+        .current_dir(dir)
+        .env("VERCEL_TOKEN", common::TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while calls.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the purge call never came");
+    let signalled = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if std::time::Instant::now() > until {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    let took = signalled.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "once took {took:?} after SIGTERM"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(1));
+}
+
+// ---- 11. One bad host does not slow the others ------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_host_does_not_hold_back_a_healthy_one() {
+    let h = Harness::new(&[], Behavior::Slow(std::time::Duration::from_secs(60))).await;
+    let healthy = testkit::FakeOrigin::start([], Behavior::Present)
+        .await
+        .unwrap();
+    let mut images: Vec<String> = (0..200).map(|i| format!("/img/{i}.png")).collect();
+    images.extend((0..10).map(|i| healthy.url(&format!("/ok/{i}.png"))));
+    let c = h.config(
+        "",
+        &one_watch(
+            "concurrency: 8, per_host_concurrency: 4, timeout: 30s, retries: 0",
+            &format!("{images:?}"),
+        ),
+    );
+    let (ctx, _lines) = h.context(&c, true, common::TOKEN);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let pass = {
+        let (cancel, watches) = (cancel.clone(), c.watches.clone());
+        tokio::spawn(async move { origin_watch::pass::run_pass(&ctx, &watches, &cancel).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while healthy.total_method("HEAD") < 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let probed = healthy.total_method("HEAD");
+    cancel.cancel();
+    let _ = pass.await;
+    assert_eq!(probed, 10, "the healthy host waited behind the hanging one");
+    assert!(h.origin.max_in_flight() <= 4);
 }
