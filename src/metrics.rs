@@ -4,8 +4,9 @@
 //! crate). [`Metrics`] is fed by the pass through [`PassObserver`].
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -334,7 +335,27 @@ struct Served {
     health: std::sync::Arc<Health>,
 }
 
-/// Serves `/healthz` and `/metrics` until `stop` is cancelled.
+/// At most this many connections are served at once; a new one beyond it
+/// closes the oldest (an idle or half-sent one, most likely), so a flood of
+/// idle sockets costs a bounded number of file descriptors and cannot keep
+/// a probe of `/healthz` out.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A request's headers must arrive within this long.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this (one request each: no keep-alive).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(15);
+
+type Open = Mutex<BTreeMap<u64, CancellationToken>>;
+
+fn lock(live: &Open) -> std::sync::MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
+    live.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Serves `/healthz` and `/metrics` until `stop` is cancelled: one request
+/// per connection, [`HEADER_READ_TIMEOUT`], [`CONNECTION_LIFETIME`] and
+/// [`MAX_CONNECTIONS`], so an exposed port cannot take the file
+/// descriptors that probes, purge calls and state saves need.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: std::sync::Arc<Metrics>,
@@ -345,11 +366,53 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .with_state(Served { metrics, health });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "the /healthz and /metrics server stopped");
+    // Open connections, oldest first, each with a way to close it.
+    let live: Arc<Open> = Arc::default();
+    let mut next_id = 0u64;
+    let mut accept_failed = false;
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to free.
+                    if !std::mem::replace(&mut accept_failed, true) {
+                        tracing::warn!(error = %e, "the /healthz and /metrics server cannot accept a connection");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        accept_failed = false;
+        next_id += 1;
+        let (id, close) = (next_id, CancellationToken::new());
+        {
+            let mut open = lock(&live);
+            while open.len() >= MAX_CONNECTIONS {
+                if let Some((_, oldest)) = open.pop_first() {
+                    oldest.cancel();
+                }
+            }
+            open.insert(id, close.clone());
+        }
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (live, stop) = (live.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false);
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = close.cancelled() => {}
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+            }
+            lock(&live).remove(&id);
+        });
     }
 }
 
@@ -391,7 +454,6 @@ async fn metrics_text(State(s): State<Served>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn counters_are_exposed_with_their_labels() {

@@ -714,3 +714,93 @@ async fn a_hanging_host_does_not_hold_back_a_healthy_one() {
     assert_eq!(probed, 10, "the healthy host waited behind the hanging one");
     assert!(h.origin.max_in_flight() <= 4);
 }
+
+// ---- 8. --listen under a flood of idle sockets --------------------------------
+
+/// `GET path` on a fresh connection; the status line, or why none came.
+fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    Ok(answer.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sockets_on_listen_cannot_starve_healthz_or_purges() {
+    let h = Harness::new(&[("/a.png", Behavior::Present)], Behavior::Present).await;
+    let dir = h.dir.path();
+    std::fs::write(
+        dir.join("watch.yaml"),
+        format!(
+            "vercel: {{ api_base: '{}' }}\nstate: state.json\ndefaults: {{ confirmations: 1, max_purge_fraction: 1.0, schedule: '* * * * * *' }}\nwatches:\n  - {{ name: s, project: p, origin: '{}', images: [/a.png, /b.png] }}\n",
+            h.api.base_url(),
+            h.origin.base_url()
+        ),
+    )
+    .unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .args(["--log-format", "json", "run", "--listen", &addr.to_string()])
+        .current_dir(dir)
+        .env("VERCEL_TOKEN", common::TOKEN)
+        .stdout(std::fs::File::create(dir.join("run.stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.join("run.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let result = async {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let up = tokio::task::spawn_blocking(move || http_get(addr, "/healthz")).await;
+            if up.unwrap().is_ok_and(|l| l.contains(" 200")) {
+                break;
+            }
+            if std::time::Instant::now() > until {
+                return Err("the first /healthz never answered".to_owned());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // 200 idle connections, more than the child's 64 file descriptors,
+        // held open while an image goes and /healthz is asked.
+        let idle: Vec<_> = (0..200)
+            .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        h.origin.set("/b.png", Behavior::Status(404));
+        let line = tokio::task::spawn_blocking(move || http_get(addr, "/healthz"))
+            .await
+            .unwrap()?;
+        if !line.contains(" 200") {
+            return Err(format!("/healthz answered {line:?}"));
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while h.api.purged().is_empty() && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        drop(idle);
+        Ok(())
+    }
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let stderr = std::fs::read_to_string(dir.join("run.stderr")).unwrap_or_default();
+    let tail: String = stderr.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+    result.unwrap_or_else(|e| panic!("{e}\nstderr (last lines, newest first):\n{tail}"));
+    assert_eq!(h.api.purged(), ["/b.png"], "{tail}");
+}
