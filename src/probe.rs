@@ -158,6 +158,12 @@ impl Host {
     }
 }
 
+/// A probe attempt's hold on one of the watch's concurrency slots.
+struct Slot<'a> {
+    slots: Option<&'a Semaphore>,
+    held: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
 /// The final answer to one request after redirects.
 struct Answer {
     status: u16,
@@ -239,17 +245,21 @@ impl Prober {
         rules: &ProbeRules,
         slots: Option<&Semaphore>,
     ) -> Observation {
+        // Taken by the first request once it holds its host's permit, and
+        // kept for the follow-ups (the confirming GET, redirects), so a
+        // probe that started finishes without queueing behind the window.
+        let slot = &mut Slot { slots, held: None };
         let url = match Url::parse(url) {
             Ok(u) => u,
             Err(e) => return Observation::failed(format!("bad probe URL: {e}")),
         };
-        let head = match self.send(Method::HEAD, url.clone(), rules, slots).await {
+        let head = match self.send(Method::HEAD, url.clone(), rules, slot).await {
             Ok(a) => a,
             Err(e) => return Observation::failed(e),
         };
         if head.status == 405 || head.status == 501 {
             // The origin refuses HEAD: a ranged GET answers instead.
-            return match self.send(Method::GET, url, rules, slots).await {
+            return match self.send(Method::GET, url, rules, slot).await {
                 Ok(get) => {
                     let note = format!("HEAD {}, GET {}", head.status, get.status);
                     self.classify(&get, true, rules, Some(note))
@@ -262,7 +272,7 @@ impl Prober {
             return first;
         }
         // Some edges answer HEAD wrongly: a gone counts only if GET agrees.
-        match self.send(Method::GET, url, rules, slots).await {
+        match self.send(Method::GET, url, rules, slot).await {
             Ok(get) => {
                 let second = self.classify(&get, true, rules, None);
                 if second.verdict == Verdict::Gone {
@@ -314,7 +324,7 @@ impl Prober {
         method: Method,
         mut url: Url,
         rules: &ProbeRules,
-        slots: Option<&Semaphore>,
+        slot: &mut Slot<'_>,
     ) -> Result<Answer, String> {
         let mut hops = 0;
         loop {
@@ -322,10 +332,9 @@ impl Prober {
             let (status, headers) = {
                 let _permit = host.permits.acquire().await.expect("semaphore open");
                 host.wait_backoff().await;
-                let _slot = match slots {
-                    Some(s) => Some(s.acquire().await.expect("semaphore open")),
-                    None => None,
-                };
+                if let (Some(slots), None) = (slot.slots, &slot.held) {
+                    slot.held = Some(slots.acquire().await.expect("semaphore open"));
+                }
                 self.transport
                     .send(&method, &url, rules.timeout)
                     .await
