@@ -130,7 +130,7 @@ impl From<&Rules> for ProbeRules {
 
 /// One origin host: a bound on requests in flight and a backoff deadline.
 struct Host {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     not_before: Mutex<Option<Instant>>,
 }
 
@@ -158,10 +158,13 @@ impl Host {
     }
 }
 
-/// A probe attempt's hold on one of the watch's concurrency slots.
+/// What a probe attempt holds between its requests: one of the watch's
+/// concurrency slots, and the permit of the host it last asked, so a
+/// started probe finishes without queueing behind the whole window.
 struct Slot<'a> {
     slots: Option<&'a Semaphore>,
     held: Option<tokio::sync::SemaphorePermit<'a>>,
+    host: Option<(Arc<Host>, tokio::sync::OwnedSemaphorePermit)>,
 }
 
 /// The final answer to one request after redirects.
@@ -248,7 +251,11 @@ impl Prober {
         // Taken by the first request once it holds its host's permit, and
         // kept for the follow-ups (the confirming GET, redirects), so a
         // probe that started finishes without queueing behind the window.
-        let slot = &mut Slot { slots, held: None };
+        let slot = &mut Slot {
+            slots,
+            held: None,
+            host: None,
+        };
         let url = match Url::parse(url) {
             Ok(u) => u,
             Err(e) => return Observation::failed(format!("bad probe URL: {e}")),
@@ -330,15 +337,33 @@ impl Prober {
         loop {
             let host = self.host(&url, rules.per_host_concurrency);
             let (status, headers) = {
-                let _permit = host.permits.acquire().await.expect("semaphore open");
+                // A follow-up to the same host keeps the permit of the
+                // request before it; any other permit is let go first, so
+                // redirects between hosts cannot deadlock.
+                let kept = match slot.host.take() {
+                    Some((h, p)) if Arc::ptr_eq(&h, &host) => Some(p),
+                    _ => None,
+                };
+                let permit = match kept {
+                    Some(p) => p,
+                    None => host
+                        .permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore open"),
+                };
                 host.wait_backoff().await;
                 if let (Some(slots), None) = (slot.slots, &slot.held) {
                     slot.held = Some(slots.acquire().await.expect("semaphore open"));
                 }
-                self.transport
+                let answered = self
+                    .transport
                     .send(&method, &url, rules.timeout)
                     .await
-                    .map_err(|e| e.describe(rules.timeout))?
+                    .map_err(|e| e.describe(rules.timeout))?;
+                slot.host = Some((host.clone(), permit));
+                answered
             };
             if status == StatusCode::TOO_MANY_REQUESTS {
                 host.back_off(
@@ -403,7 +428,7 @@ impl Prober {
             return h.clone();
         }
         let host = Arc::new(Host {
-            permits: Semaphore::new(permits.clamp(1, MAX_PER_HOST)),
+            permits: Arc::new(Semaphore::new(permits.clamp(1, MAX_PER_HOST))),
             not_before: Mutex::new(None),
         });
         hosts.insert(key.to_owned(), host.clone());
