@@ -16,6 +16,7 @@ use crate::exit::Exit;
 use crate::pass::{PassContext, PassOutcome, run_pass};
 use crate::probe::Prober;
 use crate::progress::Progress;
+use crate::redact::for_stdout;
 use crate::report::Reporter;
 use crate::shard::Shard;
 use crate::store::{self, Access, Store, StoreError};
@@ -39,6 +40,11 @@ pub enum AppError {
     Usage(String),
     #[error("cannot open report file {path}: {cause}")]
     Report { path: String, cause: std::io::Error },
+    /// The pass ran, but its report is incomplete (a full disk).
+    #[error("cannot write report file {path}: {cause}; the log has every decision")]
+    ReportWrite { path: String, cause: std::io::Error },
+    #[error("cannot write the summary to stdout: {0}")]
+    Stdout(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("cannot build the probe client: {0}")]
@@ -58,7 +64,9 @@ impl AppError {
             AppError::StateSave(_)
             | AppError::Store(_)
             | AppError::Http(_)
-            | AppError::Client(_) => Exit::PurgeFailed,
+            | AppError::Client(_)
+            | AppError::ReportWrite { .. }
+            | AppError::Stdout(_) => Exit::PurgeFailed,
         }
     }
 }
@@ -195,8 +203,23 @@ async fn one_pass(
         p.finish();
     }
     let outcome = outcome.map_err(AppError::StateSave)?;
-    print_outcome(&outcome);
+    report_written(&ctx, &args.report)?;
+    print_outcome(&outcome).map_err(AppError::Stdout)?;
     Ok(outcome.exit())
+}
+
+/// The report's first write error, if any, as the command's error.
+pub fn report_written(ctx: &PassContext, args: &ReportArgs) -> Result<(), AppError> {
+    ctx.reporter
+        .finish()
+        .map_err(|cause| AppError::ReportWrite {
+            path: args
+                .report
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            cause,
+        })
 }
 
 /// The man page: one page with every command's synopsis and options (the
@@ -299,13 +322,13 @@ pub fn reporter(args: &ReportArgs) -> Result<Reporter, AppError> {
     }
 }
 
-/// The human summary on stdout.
-pub fn print_outcome(outcome: &PassOutcome) {
+/// The human summary on stdout (control characters escaped by its `Display`).
+pub fn print_outcome(outcome: &PassOutcome) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     for w in &outcome.watches {
-        let _ = writeln!(out, "{w}");
+        writeln!(out, "{w}")?;
     }
-    let _ = out.flush();
+    out.flush()
 }
 
 /// `check`: what would run, with no network.
@@ -319,7 +342,7 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
             shard.index, shard.count
         );
     }
-    let _ = writeln!(out, "state: {}", display(&config.state_path));
+    let _ = writeln!(out, "state: {}", for_stdout(&display(&config.state_path)));
     let token = match config.vercel.token_from_env() {
         Ok(_) => "set".to_owned(),
         Err(_) => "not set (needed by once and run without --dry-run)".to_owned(),
@@ -327,22 +350,23 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
     let _ = writeln!(
         out,
         "vercel: {} (token from {}: {token})",
-        config.vercel.api_base, config.vercel.token_env
+        for_stdout(config.vercel.api_base.as_str()),
+        for_stdout(&config.vercel.token_env)
     );
     for w in &config.watches {
         let r = &w.rules;
         let _ = writeln!(
             out,
             "watch {}: project {}{}{}, {} images ({} probe URLs{}), schedule {:?} (UTC)",
-            w.name,
-            w.project,
+            for_stdout(&w.name),
+            for_stdout(&w.project),
             w.team_id
                 .as_ref()
-                .map(|t| format!(", team {t}"))
+                .map(|t| format!(", team {}", for_stdout(t)))
                 .unwrap_or_default(),
             w.slug
                 .as_ref()
-                .map(|s| format!(", slug {s}"))
+                .map(|s| format!(", slug {}", for_stdout(s)))
                 .unwrap_or_default(),
             w.sources.len(),
             w.probes.len(),
@@ -367,7 +391,7 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
             r.confirmations,
             r.max_purge_fraction,
             r.max_purges_per_pass,
-            w.canary.as_deref().unwrap_or("none"),
+            for_stdout(w.canary.as_deref().unwrap_or("none")),
         );
         if let Some(d) = &w.discover {
             let list = |urls: &[url::Url]| {

@@ -23,6 +23,7 @@
 //! - [`report`]: decision records as JSON Lines and the human summary.
 //! - [`metrics`]: Prometheus metrics and `/healthz` for `run --listen`.
 //! - [`exit`]: the exit codes; [`logsink`]: the buffered writer behind the logs.
+//! - [`redact`]: masks the token, registered secrets and URL passwords in all output.
 //!
 //! The loopback fakes (an origin and the Vercel API) live in the `testkit` crate beside this one,
 //! a dev-dependency only: the shipped binary holds none of them.
@@ -40,6 +41,7 @@ pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod progress;
+pub mod redact;
 pub mod report;
 pub mod schedule;
 pub mod shard;

@@ -3,9 +3,12 @@
 //! and a copy, with no allocation, no channel and no wake-up of another
 //! thread, which matters at tens of thousands of decision events a second.
 //! Nothing is dropped: a full buffer is written out by the thread that
-//! fills it.
+//! fills it. Every line passes through [`crate::redact`] on its way in, and
+//! a failed write is remembered, so `main` can say so and exit 1 instead of
+//! losing the log in silence.
 
 use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,6 +19,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 struct Shared<W: Write> {
     out: Mutex<BufWriter<W>>,
+    /// Set when a write or flush failed (a full disk, `/dev/full`).
+    failed: AtomicBool,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -43,6 +48,7 @@ impl<W: Write + Send + 'static> BufferedSink<W> {
     pub fn new(out: W) -> (BufferedSink<W>, FlushGuard<W>) {
         let shared = Arc::new(Shared {
             out: Mutex::new(BufWriter::with_capacity(64 * 1024, out)),
+            failed: AtomicBool::new(false),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -57,7 +63,7 @@ impl<W: Write + Send + 'static> BufferedSink<W> {
                         .wait_timeout(stop, FLUSH_EVERY)
                         .expect("log stop lock")
                         .0;
-                    let _ = flusher.out.lock().expect("log lock").flush();
+                    flusher.flush();
                 }
             })
             .ok();
@@ -70,29 +76,78 @@ impl<W: Write + Send + 'static> BufferedSink<W> {
     }
 }
 
-impl<W: Write + Send + 'static> Drop for FlushGuard<W> {
-    fn drop(&mut self) {
-        *self.shared.stop.lock().expect("log stop lock") = true;
+impl<W: Write> Shared<W> {
+    fn lock(&self) -> MutexGuard<'_, BufWriter<W>> {
+        // A panic while logging must not silence every later line.
+        self.out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn flush(&self) {
+        if self.lock().flush().is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> FlushGuard<W> {
+    /// Stops the flusher, writes out what is buffered, and says whether any
+    /// line was lost to a write error.
+    pub fn finish(mut self) -> bool {
+        self.stop();
+        !self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    fn stop(&mut self) {
+        *self
+            .shared
+            .stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = self.shared.out.lock().expect("log lock").flush();
+        self.shared.flush();
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for FlushGuard<W> {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
 /// One event's hold on the buffer.
-pub struct Line<'a, W: Write>(MutexGuard<'a, BufWriter<W>>);
+pub struct Line<'a, W: Write> {
+    out: MutexGuard<'a, BufWriter<W>>,
+    failed: &'a AtomicBool,
+}
+
+impl<W: Write> Line<'_, W> {
+    fn noted<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if r.is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+}
 
 impl<W: Write> Write for Line<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
+        let clean = crate::redact::bytes(buf);
+        let r = self.out.write_all(&clean).map(|()| buf.len());
+        self.noted(r)
     }
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.0.write_all(buf)
+        let clean = crate::redact::bytes(buf);
+        let r = self.out.write_all(&clean);
+        self.noted(r)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        let r = self.out.flush();
+        self.noted(r)
     }
 }
 
@@ -100,13 +155,10 @@ impl<'a, W: Write + Send + 'static> MakeWriter<'a> for BufferedSink<W> {
     type Writer = Line<'a, W>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        // A panic while logging must not silence every later line.
-        Line(
-            self.shared
-                .out
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        Line {
+            out: self.shared.lock(),
+            failed: &self.shared.failed,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use origin_watch::cli::{Cli, LogFormat};
 use origin_watch::exit::Exit;
 use origin_watch::logsink::{BufferedSink, FlushGuard};
 use origin_watch::progress::StderrAboveBar;
+use origin_watch::redact;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go through a buffer flushed every 100 ms that never drops a
     // line; the guard flushes it when main returns.
-    let (log_format, _log_guard) = install_tracing(cli.global.log_format);
+    let (log_format, log_guard) = install_tracing(cli.global.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("origin-watch: error: cannot start the async runtime: {e}");
+            say(&format!("cannot start the async runtime: {e}"));
             return Exit::PurgeFailed.into();
         }
     };
@@ -41,7 +42,8 @@ fn main() -> ExitCode {
         let result = match work.await {
             Ok(result) => result,
             Err(e) => {
-                eprintln!("origin-watch: error: {e}");
+                let e = e.to_string();
+                say(&e);
                 return Exit::PurgeFailed;
             }
         };
@@ -53,7 +55,8 @@ fn main() -> ExitCode {
                 if log_format == LogFormat::Json {
                     tracing::error!(error = format!("{e:#}"), "origin-watch failed");
                 }
-                eprintln!("origin-watch: error: {e:#}");
+                let e_text = format!("{e:#}");
+                say(&e_text);
                 e.downcast_ref::<app::AppError>()
                     .map(app::AppError::exit)
                     .unwrap_or(Exit::PurgeFailed)
@@ -62,7 +65,23 @@ fn main() -> ExitCode {
     });
     // Passes may leave idle connections behind; do not wait for them.
     runtime.shutdown_background();
+    // A log that could not be written is a failure, not a silence.
+    if !log_guard.finish() {
+        say("the log could not be written to stderr (disk full or closed)");
+        return Exit::PurgeFailed.max(exit).into();
+    }
     exit.into()
+}
+
+/// The error line on stderr, secrets masked. `eprintln!` would panic when
+/// stderr itself cannot be written; this says what it can.
+fn say(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "origin-watch: error: {}",
+        redact::text(message)
+    );
 }
 
 fn install_tracing(format: Option<LogFormat>) -> (LogFormat, FlushGuard<StderrAboveBar>) {

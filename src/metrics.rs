@@ -4,8 +4,9 @@
 //! crate). [`Metrics`] is fed by the pass through [`PassObserver`].
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -277,12 +278,19 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 impl Health {
+    /// The watches' health; a panic elsewhere cannot poison it.
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, WatchHealth>> {
+        self.watches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn set_alive(&self, alive: bool) {
         self.alive.store(alive, Ordering::SeqCst);
     }
 
     pub fn next_fire(&self, watch: &str, at: DateTime<Utc>) {
-        let mut w = self.watches.lock().expect("health lock");
+        let mut w = self.lock();
         w.entry(watch.to_owned()).or_default().next_fire = Some(rfc3339(at));
     }
 
@@ -293,7 +301,19 @@ impl Health {
             Exit::Withheld => "withheld",
             Exit::Usage => "error",
         };
-        let mut w = self.watches.lock().expect("health lock");
+        self.outcome(watch, outcome);
+    }
+
+    /// A pass of `watch` panicked: `/healthz` says `panicked` for it, and
+    /// `degraded` overall, until a later pass of it ends. It still answers
+    /// 200: the loop is alive and the other watches keep working, which a
+    /// restart would interrupt.
+    pub fn pass_panicked(&self, watch: &str) {
+        self.outcome(watch, "panicked");
+    }
+
+    fn outcome(&self, watch: &str, outcome: &'static str) {
+        let mut w = self.lock();
         let e = w.entry(watch.to_owned()).or_default();
         e.last_pass = Some(rfc3339(Utc::now()));
         e.outcome = Some(outcome);
@@ -301,17 +321,11 @@ impl Health {
 
     /// Forgets watches that a reload removed.
     pub fn retain(&self, names: &[String]) {
-        self.watches
-            .lock()
-            .expect("health lock")
-            .retain(|k, _| names.contains(k));
+        self.lock().retain(|k, _| names.contains(k));
     }
 
     pub fn snapshot(&self) -> (bool, BTreeMap<String, WatchHealth>) {
-        (
-            self.alive.load(Ordering::SeqCst),
-            self.watches.lock().expect("health lock").clone(),
-        )
+        (self.alive.load(Ordering::SeqCst), self.lock().clone())
     }
 }
 
@@ -321,7 +335,27 @@ struct Served {
     health: std::sync::Arc<Health>,
 }
 
-/// Serves `/healthz` and `/metrics` until `stop` is cancelled.
+/// At most this many connections are served at once; a new one beyond it
+/// closes the oldest (an idle or half-sent one, most likely), so a flood of
+/// idle sockets costs a bounded number of file descriptors and cannot keep
+/// a probe of `/healthz` out.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A request's headers must arrive within this long.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this (one request each: no keep-alive).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(15);
+
+type Open = Mutex<BTreeMap<u64, CancellationToken>>;
+
+fn lock(live: &Open) -> std::sync::MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
+    live.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Serves `/healthz` and `/metrics` until `stop` is cancelled: one request
+/// per connection, [`HEADER_READ_TIMEOUT`], [`CONNECTION_LIFETIME`] and
+/// [`MAX_CONNECTIONS`], so an exposed port cannot take the file
+/// descriptors that probes, purge calls and state saves need.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: std::sync::Arc<Metrics>,
@@ -332,11 +366,53 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .with_state(Served { metrics, health });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "the /healthz and /metrics server stopped");
+    // Open connections, oldest first, each with a way to close it.
+    let live: Arc<Open> = Arc::default();
+    let mut next_id = 0u64;
+    let mut accept_failed = false;
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to free.
+                    if !std::mem::replace(&mut accept_failed, true) {
+                        tracing::warn!(error = %e, "the /healthz and /metrics server cannot accept a connection");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        accept_failed = false;
+        next_id += 1;
+        let (id, close) = (next_id, CancellationToken::new());
+        {
+            let mut open = lock(&live);
+            while open.len() >= MAX_CONNECTIONS {
+                if let Some((_, oldest)) = open.pop_first() {
+                    oldest.cancel();
+                }
+            }
+            open.insert(id, close.clone());
+        }
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (live, stop) = (live.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false);
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = close.cancelled() => {}
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+            }
+            lock(&live).remove(&id);
+        });
     }
 }
 
@@ -347,13 +423,18 @@ async fn healthz(State(s): State<Served>) -> Response {
         status: &'static str,
         watches: BTreeMap<String, WatchHealth>,
     }
+    let panicked = watches.values().any(|w| w.outcome == Some("panicked"));
     let status = if alive {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = Body {
-        status: if alive { "ok" } else { "starting" },
+        status: match (alive, panicked) {
+            (false, _) => "starting",
+            (true, true) => "degraded",
+            (true, false) => "ok",
+        },
         watches,
     };
     (status, axum::Json(body)).into_response()
@@ -373,7 +454,6 @@ async fn metrics_text(State(s): State<Served>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn counters_are_exposed_with_their_labels() {

@@ -430,12 +430,17 @@ async fn observe(
             .collect();
         let total = probes;
         let (prober, origin) = (&ctx.prober, watch.origin.as_deref());
+        let slots = tokio::sync::Semaphore::new(watch.rules.concurrency);
+        let slots = &slots;
         let probes = futures::stream::iter((0..total).map(move |n| {
             let p = offsets.partition_point(|&o| o <= n) - 1;
             (p, n - offsets[p])
         }))
-        .map(|(p, i)| probe_one(prober, lists.clone(), origin, p, i, &rules))
-        .buffer_unordered(watch.rules.concurrency)
+        .map(|(p, i)| probe_one(prober, lists.clone(), origin, p, i, &rules, slots))
+        // More probes started than the watch's slots: a probe takes its
+        // slot only after its host's permit (and any 429 backoff), so a
+        // slow host does not hold back the others.
+        .buffer_unordered(crate::probe::window(watch.rules.concurrency))
         .take_until(cancel.cancelled());
         let mut probes = std::pin::pin!(probes);
         while let Some((p, i, url, obs)) = probes.next().await {
@@ -567,9 +572,10 @@ async fn probe_one(
     p: usize,
     i: usize,
     rules: &ProbeRules,
+    slots: &tokio::sync::Semaphore,
 ) -> (usize, usize, Arc<str>, Observation) {
     let url = lists[p].probe_url(origin, &lists[p].probes()[i]);
-    let obs = prober.probe(&url, rules).await;
+    let obs = prober.probe_in(&url, rules, Some(slots)).await;
     (p, i, url, obs)
 }
 
@@ -655,6 +661,8 @@ async fn call(
     };
 
     let mut stopped = Stopped::default();
+    // Calls per target that got no answer in this pass (a hanging API).
+    let mut unanswered: std::collections::HashMap<PurgeTarget, u32> = Default::default();
     let mut first_error = None;
     for batch in plan::plan(wanted) {
         let sent = match stopped.why(&batch.target) {
@@ -662,10 +670,18 @@ async fn call(
             None if cancel.is_cancelled() => Err(PurgeError::ShuttingDown),
             None => {
                 let sent = vercel
-                    .send(batch.endpoint, &batch.target, &batch.sources, cancel)
+                    .send(
+                        batch.endpoint,
+                        &batch.target,
+                        &batch.sources,
+                        cancel,
+                        unanswered.entry(batch.target.clone()).or_default(),
+                    )
                     .await;
                 if let Err(
-                    e @ (PurgeError::Unauthorized { .. } | PurgeError::PlanLacksFeature { .. }),
+                    e @ (PurgeError::Unauthorized { .. }
+                    | PurgeError::PlanLacksFeature { .. }
+                    | PurgeError::Unanswered { .. }),
                 ) = &sent.outcome
                 {
                     stopped.stop(&batch.target, e.to_string());

@@ -22,6 +22,16 @@ use crate::transport::Transport;
 
 /// How long an origin's `Retry-After` may hold back probes to it.
 pub const MAX_HOST_BACKOFF: Duration = Duration::from_secs(30);
+/// The most requests in flight to one host; the config's bound on
+/// `per_host_concurrency`, enforced here too so no caller can make the
+/// semaphore panic.
+pub const MAX_PER_HOST: usize = 1024;
+
+/// A lock that a panic elsewhere cannot poison for everyone else: the data
+/// behind these locks (host limits, backoff deadlines) stays valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// What a probe concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -131,7 +141,7 @@ impl Host {
     /// back too.
     async fn wait_backoff(&self) {
         loop {
-            let until = *self.not_before.lock().expect("host lock");
+            let until = *lock(&self.not_before);
             match until {
                 Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
                 _ => return,
@@ -141,11 +151,20 @@ impl Host {
 
     fn back_off(&self, wait: Duration, cap: Duration) {
         let until = Instant::now() + wait.min(cap);
-        let mut nb = self.not_before.lock().expect("host lock");
+        let mut nb = lock(&self.not_before);
         if nb.is_none_or(|t| t < until) {
             *nb = Some(until);
         }
     }
+}
+
+/// What a probe attempt holds between its requests: one of the watch's
+/// concurrency slots, and the permit of the host it last asked, so a
+/// started probe finishes without queueing behind the whole window.
+struct Slot<'a> {
+    slots: Option<&'a Semaphore>,
+    held: Option<tokio::sync::SemaphorePermit<'a>>,
+    host: Option<(Arc<Host>, tokio::sync::OwnedSemaphorePermit)>,
 }
 
 /// The final answer to one request after redirects.
@@ -194,11 +213,24 @@ impl Prober {
 
     /// Probes `url` and returns what it saw, retrying inconclusive answers.
     pub async fn probe(&self, url: &str, rules: &ProbeRules) -> Observation {
+        self.probe_in(url, rules, None).await
+    }
+
+    /// As [`Prober::probe`], each request also taking one of `slots` (the
+    /// watch's concurrency) for as long as it is on the wire. A slot is
+    /// taken only after the host's permit and backoff: a probe waiting for
+    /// a slow or rate-limiting host holds none, and other hosts keep going.
+    pub async fn probe_in(
+        &self,
+        url: &str,
+        rules: &ProbeRules,
+        slots: Option<&Semaphore>,
+    ) -> Observation {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut obs = self.attempt(url, rules).await;
+            let mut obs = self.attempt(url, rules, slots).await;
             if obs.verdict != Verdict::Inconclusive || attempt > rules.retries {
                 obs.attempts = attempt;
                 obs.elapsed = started.elapsed();
@@ -210,18 +242,31 @@ impl Prober {
         }
     }
 
-    async fn attempt(&self, url: &str, rules: &ProbeRules) -> Observation {
+    async fn attempt(
+        &self,
+        url: &str,
+        rules: &ProbeRules,
+        slots: Option<&Semaphore>,
+    ) -> Observation {
+        // Taken by the first request once it holds its host's permit, and
+        // kept for the follow-ups (the confirming GET, redirects), so a
+        // probe that started finishes without queueing behind the window.
+        let slot = &mut Slot {
+            slots,
+            held: None,
+            host: None,
+        };
         let url = match Url::parse(url) {
             Ok(u) => u,
             Err(e) => return Observation::failed(format!("bad probe URL: {e}")),
         };
-        let head = match self.send(Method::HEAD, url.clone(), rules).await {
+        let head = match self.send(Method::HEAD, url.clone(), rules, slot).await {
             Ok(a) => a,
             Err(e) => return Observation::failed(e),
         };
         if head.status == 405 || head.status == 501 {
             // The origin refuses HEAD: a ranged GET answers instead.
-            return match self.send(Method::GET, url, rules).await {
+            return match self.send(Method::GET, url, rules, slot).await {
                 Ok(get) => {
                     let note = format!("HEAD {}, GET {}", head.status, get.status);
                     self.classify(&get, true, rules, Some(note))
@@ -234,7 +279,7 @@ impl Prober {
             return first;
         }
         // Some edges answer HEAD wrongly: a gone counts only if GET agrees.
-        match self.send(Method::GET, url, rules).await {
+        match self.send(Method::GET, url, rules, slot).await {
             Ok(get) => {
                 let second = self.classify(&get, true, rules, None);
                 if second.verdict == Verdict::Gone {
@@ -286,17 +331,39 @@ impl Prober {
         method: Method,
         mut url: Url,
         rules: &ProbeRules,
+        slot: &mut Slot<'_>,
     ) -> Result<Answer, String> {
         let mut hops = 0;
         loop {
             let host = self.host(&url, rules.per_host_concurrency);
             let (status, headers) = {
-                let _permit = host.permits.acquire().await.expect("semaphore open");
+                // A follow-up to the same host keeps the permit of the
+                // request before it; any other permit is let go first, so
+                // redirects between hosts cannot deadlock.
+                let kept = match slot.host.take() {
+                    Some((h, p)) if Arc::ptr_eq(&h, &host) => Some(p),
+                    _ => None,
+                };
+                let permit = match kept {
+                    Some(p) => p,
+                    None => host
+                        .permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore open"),
+                };
                 host.wait_backoff().await;
-                self.transport
+                if let (Some(slots), None) = (slot.slots, &slot.held) {
+                    slot.held = Some(slots.acquire().await.expect("semaphore open"));
+                }
+                let answered = self
+                    .transport
                     .send(&method, &url, rules.timeout)
                     .await
-                    .map_err(|e| e.describe(rules.timeout))?
+                    .map_err(|e| e.describe(rules.timeout))?;
+                slot.host = Some((host.clone(), permit));
+                answered
             };
             if status == StatusCode::TOO_MANY_REQUESTS {
                 host.back_off(
@@ -316,6 +383,13 @@ impl Prober {
                 .and_then(|l| url.join(l).ok());
             let why = match location {
                 None => Some(format!("{} without a usable Location", status.as_u16())),
+                // Only HTTP is probed: another scheme's answer (or a plain
+                // HTTP request sent to its port) says nothing.
+                Some(next) if !matches!(next.scheme(), "http" | "https") => Some(format!(
+                    "{} redirect to a {}: URL not followed (only http and https are)",
+                    status.as_u16(),
+                    crate::redact::printable(next.scheme())
+                )),
                 Some(_) if hops >= rules.follow_redirects => Some(if rules.follow_redirects == 0 {
                     format!(
                         "redirect {} not followed (follow_redirects: 0)",
@@ -363,18 +437,18 @@ impl Prober {
     /// each host sets its limit from the new rules. Requests in flight keep
     /// their slots on the old limit until they finish.
     pub fn reset_host_limits(&self) {
-        self.hosts.lock().expect("hosts lock").clear();
+        lock(&self.hosts).clear();
     }
 
     fn host(&self, url: &Url, permits: usize) -> Arc<Host> {
         // "scheme://host:port": a slice of the URL, so a lookup allocates nothing.
         let key = &url[..url::Position::BeforePath];
-        let mut hosts = self.hosts.lock().expect("hosts lock");
+        let mut hosts = lock(&self.hosts);
         if let Some(h) = hosts.get(key) {
             return h.clone();
         }
         let host = Arc::new(Host {
-            permits: Arc::new(Semaphore::new(permits.max(1))),
+            permits: Arc::new(Semaphore::new(permits.clamp(1, MAX_PER_HOST))),
             not_before: Mutex::new(None),
         });
         hosts.insert(key.to_owned(), host.clone());
@@ -407,4 +481,12 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
     Some(Duration::from_secs(secs as u64))
+}
+
+/// How many probes of a watch are started at once when `concurrency` may be
+/// on the wire: more than `concurrency`, so that probes waiting for a busy
+/// host do not keep other hosts' probes from starting, and bounded, so a
+/// million sources cost a bounded window, not a million futures.
+pub fn window(concurrency: usize) -> usize {
+    concurrency.saturating_mul(4).clamp(256, 16_384)
 }

@@ -37,7 +37,25 @@ pub struct Record<'a> {
 
 /// Where decisions go: the log always, the report file when asked.
 pub struct Reporter {
-    sink: Option<Mutex<Box<dyn Write + Send>>>,
+    sink: Option<Mutex<Sink>>,
+}
+
+/// The report file and the first error writing it (a full disk): the pass
+/// goes on, the log has every decision, and the command ends in an error.
+struct Sink {
+    out: Box<dyn Write + Send>,
+    error: Option<std::io::Error>,
+}
+
+impl Sink {
+    fn note(&mut self, r: std::io::Result<()>) {
+        if let Err(e) = r
+            && self.error.is_none()
+        {
+            tracing::error!(error = %e, "the report cannot be written; the log has every decision");
+            self.error = Some(e);
+        }
+    }
 }
 
 impl Reporter {
@@ -58,15 +76,27 @@ impl Reporter {
 
     pub fn to_writer(out: Box<dyn Write + Send>) -> Reporter {
         Reporter {
-            sink: Some(Mutex::new(Box::new(BufWriter::with_capacity(
-                64 * 1024,
-                out,
-            )))),
+            sink: Some(Mutex::new(Sink {
+                out: Box::new(BufWriter::with_capacity(64 * 1024, out)),
+                error: None,
+            })),
         }
     }
 
-    /// Logs a decision and writes its report line.
+    /// Logs a decision and writes its report line, secrets and URL
+    /// passwords masked (an error or reason may quote a server).
     pub fn emit(&self, r: &Record<'_>) {
+        use crate::redact::text;
+        let (src, probe, reason) = (text(r.src), text(r.probe), text(r.reason));
+        let error = r.error.map(text);
+        let r = &Record {
+            time: r.time.clone(),
+            src: &src,
+            probe: &probe,
+            reason: &reason,
+            error: error.as_deref(),
+            ..*r
+        };
         macro_rules! event {
             ($level:expr) => {
                 tracing::event!(
@@ -89,17 +119,48 @@ impl Reporter {
             _ => event!(tracing::Level::INFO),
         }
         if let Some(sink) = &self.sink {
-            let mut out = sink.lock().expect("report lock");
-            // A report that cannot be written must not stop the pass; the log has it.
-            if serde_json::to_writer(&mut *out, r).is_ok() {
-                let _ = out.write_all(b"\n");
+            let mut sink = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if sink.error.is_some() {
+                return;
             }
+            // A report that cannot be written must not stop the pass; the log has it.
+            let written = serde_json::to_writer(&mut sink.out, r)
+                .map_err(std::io::Error::from)
+                .and_then(|()| sink.out.write_all(b"\n"));
+            sink.note(written);
         }
     }
 
     pub fn flush(&self) {
         if let Some(sink) = &self.sink {
-            let _ = sink.lock().expect("report lock").flush();
+            let mut sink = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let flushed = sink.out.flush();
+            sink.note(flushed);
+        }
+    }
+
+    /// Flushes, and returns the first error met writing the report, if any.
+    pub fn finish(&self) -> std::io::Result<()> {
+        self.flush();
+        match &self.sink {
+            None => Ok(()),
+            Some(sink) => {
+                let mut sink = sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match sink.error.take() {
+                    Some(e) => {
+                        // Kept for a later call; an io::Error is not Clone.
+                        sink.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+                        Err(e)
+                    }
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -164,12 +225,19 @@ impl WatchSummary {
     }
 }
 
+/// The summary is for a person's terminal: names, sources and reasons have
+/// their control characters escaped and their secrets masked.
 impl fmt::Display for WatchSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::redact::for_stdout;
         write!(
             f,
             "{}: {} checked ({} present, {} gone, {} inconclusive)",
-            self.watch, self.checked, self.present, self.gone, self.inconclusive
+            for_stdout(&self.watch),
+            self.checked,
+            self.present,
+            self.gone,
+            self.inconclusive
         )?;
         let purged = if self.dry_run {
             format!("{} would purge", self.count(Decision::WouldPurge))
@@ -195,10 +263,10 @@ impl fmt::Display for WatchSummary {
             )?;
         }
         if let Some(alarm) = &self.guard_alarm {
-            write!(f, "\n  guard: {alarm}")?;
+            write!(f, "\n  guard: {}", for_stdout(alarm))?;
         }
         for src in &self.would_purge {
-            write!(f, "\n  would purge {src}")?;
+            write!(f, "\n  would purge {}", for_stdout(src))?;
         }
         Ok(())
     }

@@ -32,14 +32,18 @@ impl FromStr for Shard {
         let (k, n) = s
             .split_once('/')
             .ok_or_else(|| format!("shard {s:?} is not K/N (e.g. 0/4)"))?;
-        let index: u32 = k
-            .trim()
-            .parse()
-            .map_err(|_| format!("shard {s:?}: K is not a number"))?;
-        let count: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("shard {s:?}: N is not a number"))?;
+        let number = |what: &str, v: &str| -> Result<u32, String> {
+            let v = v.trim();
+            v.parse().map_err(|_| {
+                if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                    format!("shard {s:?}: {what} is too large (at most {})", u32::MAX)
+                } else {
+                    format!("shard {s:?}: {what} is not a number")
+                }
+            })
+        };
+        let count = number("N", n)?;
+        let index = number("K", k)?;
         Shard::new(index, count)
     }
 }
@@ -100,7 +104,7 @@ impl Shard {
         for probe in watch
             .probes
             .iter()
-            .filter(|p| self.owns(&watch.probe_url(p)))
+            .filter(|p| self.owns(&watch.shard_key(p)))
         {
             let index = probes.len() as u32;
             probes.push(ProbeTarget {
@@ -143,6 +147,14 @@ mod tests {
         assert!("4/4".parse::<Shard>().unwrap_err().contains("not below"));
         assert!("1/0".parse::<Shard>().is_err());
         assert!("x".parse::<Shard>().is_err());
+        let e = "0/18446744073709551615".parse::<Shard>().unwrap_err();
+        assert!(e.contains("N is too large (at most 4294967295)"), "{e}");
+        assert!(
+            "a/4"
+                .parse::<Shard>()
+                .unwrap_err()
+                .contains("K is not a number")
+        );
         assert_eq!(
             Shard::from_job_index(3, Some("1")),
             Ok(Shard { index: 1, count: 3 })

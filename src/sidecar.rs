@@ -124,9 +124,23 @@ pub async fn watch_loop(
             continue;
         }
         let (fut, running) = (pass(watch.clone()), Running(running.clone()));
+        let (name, health) = (watch.name.clone(), health.clone());
         tracker.spawn(async move {
             let _running = running;
-            fut.await;
+            // A panicking pass is this watch's failure alone: it is logged,
+            // shown by /healthz, and the watch keeps its schedule.
+            use futures::FutureExt;
+            if let Err(panic) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                tracing::error!(watch = %name, error = %why, "pass panicked; the watch keeps its schedule");
+                if let Some(h) = &health {
+                    h.pass_panicked(&name);
+                }
+            }
         });
     }
 }
@@ -172,7 +186,9 @@ pub async fn sidecar(
                 let outcome = run_pass(&ctx, std::slice::from_ref(&watch), &shutdown).await;
                 match outcome {
                     Ok(o) => {
-                        crate::app::print_outcome(&o);
+                        if let Err(e) = crate::app::print_outcome(&o) {
+                            tracing::error!(error = %e, "cannot write the summary to stdout");
+                        }
                         health.pass_done(&watch.name, o.exit());
                     }
                     Err(e) => {
@@ -258,7 +274,7 @@ pub async fn sidecar(
     if !clean {
         tracing::warn!(timeout = ?args.shutdown_timeout, "passes still running at the shutdown timeout; exiting 1 (every call they made is already recorded)");
     }
-    ctx.reporter.flush();
+    crate::app::report_written(&ctx, &args.pass.report)?;
     Ok(if clean { Exit::Ok } else { Exit::PurgeFailed })
 }
 

@@ -3,9 +3,11 @@
 //! sit side by side and are probed once.
 //!
 //! A probe URL is not stored per source: for a path-style source it is the
-//! watch's `origin` followed by the path, for an absolute source the source
-//! itself, and only an explicit `probe:` keeps a string of its own. A
-//! million sources then cost about a hundred bytes each.
+//! path joined to the watch's `origin` (with the URL library: the origin's
+//! own path is kept as a prefix, and the origin can hold no query or
+//! fragment), for an absolute source the source itself, and only an
+//! explicit `probe:` keeps a string of its own. A million sources then cost
+//! about a hundred bytes each.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -13,7 +15,8 @@ use std::sync::Arc;
 
 use url::Url;
 
-/// Vercel rejects source strings longer than this.
+/// Vercel rejects source strings longer than this many characters (its
+/// `maxLength`, which counts characters, not bytes).
 pub const MAX_SOURCE_LEN: usize = 8192;
 
 /// One source image: the exact string sent to Vercel, and the index of the
@@ -73,15 +76,81 @@ pub fn probe_url<'a>(
 ) -> Cow<'a, str> {
     let first = &sources[probe.first as usize].src;
     match &probe.url {
+        ProbeUrl::OriginPath => {
+            let origin = origin.unwrap_or_default();
+            match Url::parse(origin) {
+                Ok(base) => Cow::Owned(join(&base, first).into()),
+                // Unreachable: the origin was checked at load.
+                Err(_) => Cow::Owned(format!("{origin}{first}")),
+            }
+        }
+        ProbeUrl::Source => Cow::Borrowed(first),
+        ProbeUrl::Explicit(url) => Cow::Borrowed(url),
+    }
+}
+
+/// The string a probe target is sharded by: the probe URL as configured
+/// (`origin` text followed by the path, the source, or the explicit
+/// `probe:`). It is part of the product (see `shard`): it must not change
+/// when the way requests are built does.
+pub fn shard_key<'a>(
+    sources: &'a [Source],
+    origin: Option<&str>,
+    probe: &'a ProbeTarget,
+) -> Cow<'a, str> {
+    let first = &sources[probe.first as usize].src;
+    match &probe.url {
         ProbeUrl::OriginPath => Cow::Owned(format!("{}{first}", origin.unwrap_or_default())),
         ProbeUrl::Source => Cow::Borrowed(first),
         ProbeUrl::Explicit(url) => Cow::Borrowed(url),
     }
 }
 
+/// A path-style source (`/a/b.png`, perhaps with `?query`) joined to a base
+/// URL: the base's path is kept as a prefix, the source's query becomes the
+/// query, and a `#fragment` (never sent to a server) is dropped.
+pub fn join(base: &Url, src: &str) -> Url {
+    let src = src.split_once('#').map_or(src, |(before, _)| before);
+    let (path, query) = match src.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (src, None),
+    };
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}{path}"));
+    url.set_query(query);
+    url.set_fragment(None);
+    url
+}
+
+/// Whether `s` starts with `http://` or `https://`, in any case (`HTTP://`
+/// is a URL too).
+pub fn has_http_scheme(s: &str) -> bool {
+    let starts = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    starts("http://") || starts("https://")
+}
+
+/// A base URL (`origin`, `api_base`): absolute http(s), with a host, and
+/// with no query or fragment (a path is appended to it, so either would
+/// swallow every path). The problem shows no password.
+pub fn check_base(candidate: &str) -> Result<Url, String> {
+    let shown = crate::redact::for_stdout(candidate);
+    match Url::parse(candidate) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host().is_none() => {
+            Err(format!("{shown:?} is not an http(s) URL"))
+        }
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => Err(format!(
+            "{shown:?} has a query or fragment (`?`, `#`); a base URL cannot, since paths are appended to it"
+        )),
+        Ok(u) => Ok(u),
+        Err(e) => Err(format!("{shown:?} is not a URL: {e}")),
+    }
+}
+
 /// Builds a [`SourceList`], collecting a problem per bad entry.
 pub struct Builder<'o> {
     origin: Option<&'o str>,
+    origin_url: Option<Url>,
     seen: HashSet<Arc<str>>,
     entries: Vec<(Arc<str>, ProbeUrl)>,
     duplicates: usize,
@@ -93,6 +162,7 @@ impl<'o> Builder<'o> {
     pub fn new(origin: Option<&'o str>) -> Self {
         Builder {
             origin,
+            origin_url: origin.and_then(|o| Url::parse(o).ok()),
             seen: HashSet::new(),
             entries: Vec::new(),
             duplicates: 0,
@@ -106,12 +176,13 @@ impl<'o> Builder<'o> {
             self.problems.push(format!("{}: empty source", at()));
             return;
         }
-        if src.len() > MAX_SOURCE_LEN {
+        // Cheap first: the bytes bound the characters from above.
+        if src.len() > MAX_SOURCE_LEN && src.chars().count() > MAX_SOURCE_LEN {
             self.problems.push(format!(
-                "{}: source is {} characters, over Vercel's limit of {MAX_SOURCE_LEN} ({}...)",
+                "{}: source is {} characters, over Vercel's limit of {MAX_SOURCE_LEN} characters ({}...)",
                 at(),
-                src.len(),
-                &src[..src.floor_char_boundary(60)]
+                src.chars().count(),
+                crate::redact::for_stdout(&src[..src.floor_char_boundary(60)])
             ));
             return;
         }
@@ -141,7 +212,8 @@ impl<'o> Builder<'o> {
 
     pub fn finish(self) -> (SourceList, Vec<String>) {
         let Builder {
-            origin,
+            origin: _,
+            origin_url,
             seen,
             entries,
             duplicates,
@@ -164,8 +236,8 @@ impl<'o> Builder<'o> {
                 ProbeUrl::Explicit(u) => Some(u.clone()),
                 // An implied URL joins an explicit one that names the same place.
                 _ if !by_url.is_empty() => {
-                    let implied = match url {
-                        ProbeUrl::OriginPath => format!("{}{src}", origin.unwrap_or_default()),
+                    let implied = match (&url, &origin_url) {
+                        (ProbeUrl::OriginPath, Some(base)) => join(base, &src).into(),
                         _ => src.to_string(),
                     };
                     check_url(&implied)
@@ -218,7 +290,7 @@ impl<'o> Builder<'o> {
 
 /// How a source without an explicit probe is probed.
 fn kind_of(src: &str, origin: Option<&str>) -> Result<ProbeUrl, String> {
-    if src.starts_with("http://") || src.starts_with("https://") {
+    if has_http_scheme(src) {
         check_url(src)?;
         Ok(ProbeUrl::Source)
     } else if src.starts_with('/') {
@@ -238,17 +310,21 @@ fn kind_of(src: &str, origin: Option<&str>) -> Result<ProbeUrl, String> {
 
 /// An absolute http(s) URL, as the URL parser writes it.
 pub fn check_url(candidate: &str) -> Result<String, String> {
+    let shown = || crate::redact::for_stdout(candidate);
     match Url::parse(candidate) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u.into()),
-        Ok(_) => Err(format!("URL {candidate:?} is not an http(s) URL")),
-        Err(e) => Err(format!("URL {candidate:?} is not a URL: {e}")),
+        Ok(_) => Err(format!("URL {:?} is not an http(s) URL", shown())),
+        Err(e) => Err(format!("URL {:?} is not a URL: {e}", shown())),
     }
 }
 
 /// The URL for a path or absolute URL given in a watch (the canary).
 pub fn resolve(src: &str, origin: Option<&str>) -> Result<String, String> {
     match kind_of(src, origin)? {
-        ProbeUrl::OriginPath => check_url(&format!("{}{src}", origin.unwrap_or_default())),
+        ProbeUrl::OriginPath => {
+            let base = Url::parse(origin.unwrap_or_default()).map_err(|e| e.to_string())?;
+            Ok(join(&base, src).into())
+        }
         _ => check_url(src),
     }
 }

@@ -24,6 +24,20 @@ pub const INVALIDATE_PATH: &str = "/v1/edge-cache/invalidate-by-src-images";
 /// A `Retry-After` longer than this is not waited for: the batch fails and is
 /// retried on the next pass.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// One call's timeout. The API answers in well under a second; a call that
+/// takes this long is hanging.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// After this many calls of one target got no answer (timeout or no
+/// connection) in one pass, the rest of its batches are not sent this pass:
+/// a hanging API costs a bounded time, not minutes per batch.
+pub const MAX_UNANSWERED: u32 = 3;
+/// Once shutdown begins, a call in flight gets this long to answer before it
+/// is abandoned (its sources are `failed` and retried next pass), so `once`
+/// ends well inside a Kubernetes grace period (30 s by default).
+pub const SHUTDOWN_CALL_GRACE: Duration = Duration::from_secs(5);
+/// At most this much of an error body is read (the message is in its first
+/// bytes; a huge body must not fill the memory).
+pub const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// What `encodeURIComponent` leaves alone, as the official SDK encodes query values.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -65,6 +79,24 @@ pub enum PurgeError {
     Rejected { status: u16, message: String },
     #[error("vercel api failed after {attempts} attempts: {last}")]
     Exhausted { attempts: u32, last: String },
+    /// A 3xx: redirects are never followed, so the token never goes to
+    /// another host, and a redirect target's 200 is never taken for a purge.
+    #[error(
+        "vercel api answered {status} (a redirect to {location}); redirects are not followed, retried next pass"
+    )]
+    Redirected { status: u16, location: String },
+    #[error(
+        "vercel api did not answer {unanswered} calls for project {project} ({last}); no more calls for it in this pass, retried next pass"
+    )]
+    Unanswered {
+        project: String,
+        unanswered: u32,
+        last: String,
+    },
+    #[error(
+        "shutting down: the call got no answer within {}s of the signal and was abandoned; retried next pass", SHUTDOWN_CALL_GRACE.as_secs()
+    )]
+    Abandoned,
     #[error(
         "vercel answered 429 with Retry-After {secs}s, longer than origin-watch waits; retried next pass"
     )]
@@ -84,6 +116,13 @@ pub struct BatchResult {
     /// HTTP calls made for this batch (retries included).
     pub calls: u32,
     pub outcome: Result<(), PurgeError>,
+}
+
+/// The last answer of a call's attempts.
+#[derive(Debug, Default)]
+struct LastAnswer {
+    status: Option<u16>,
+    vercel_id: Option<String>,
 }
 
 /// What one call (with its retries) came to, for the ledger.
@@ -142,13 +181,16 @@ pub struct VercelClient {
     token_env: String,
     deadline: Option<u64>,
     retry: RetryPolicy,
+    call_timeout: Duration,
 }
 
 impl VercelClient {
     pub fn new(cfg: &VercelConfig, token: Token) -> Result<VercelClient, reqwest::Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(30))
+            // A 3xx is an answer, not a hop: the token stays with api_base.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CALL_TIMEOUT)
             .build()?;
         Ok(VercelClient {
             http,
@@ -157,7 +199,14 @@ impl VercelClient {
             token_env: cfg.token_env.clone(),
             deadline: cfg.revalidation_deadline_seconds,
             retry: RetryPolicy::default(),
+            call_timeout: CALL_TIMEOUT,
         })
+    }
+
+    /// Shortens the timeout of one call (tests; the default is [`CALL_TIMEOUT`]).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -201,17 +250,22 @@ impl VercelClient {
     ) -> Vec<BatchResult> {
         let mut results = Vec::with_capacity(sources.len().div_ceil(MAX_BATCH));
         let mut stop: Option<PurgeError> = None;
+        let mut unanswered = 0;
         for batch in sources.chunks(MAX_BATCH) {
             let (calls, outcome) = if let Some(err) = &stop {
                 (0, Err(PurgeError::NotSent(err.to_string())))
             } else if cancel.is_cancelled() {
                 (0, Err(PurgeError::ShuttingDown))
             } else {
-                let sent = self.send(Endpoint::Delete, target, batch, cancel).await;
+                let sent = self
+                    .send(Endpoint::Delete, target, batch, cancel, &mut unanswered)
+                    .await;
                 (sent.calls, sent.outcome)
             };
             if let Err(
-                e @ (PurgeError::Unauthorized { .. } | PurgeError::PlanLacksFeature { .. }),
+                e @ (PurgeError::Unauthorized { .. }
+                | PurgeError::PlanLacksFeature { .. }
+                | PurgeError::Unanswered { .. }),
             ) = &outcome
             {
                 stop = Some(e.clone());
@@ -233,23 +287,16 @@ impl VercelClient {
         target: &PurgeTarget,
         batch: &[Arc<str>],
         cancel: &CancellationToken,
+        unanswered: &mut u32,
     ) -> Sent {
-        let mut last_status = None;
-        let mut vercel_id = None;
+        let mut last = LastAnswer::default();
         let (calls, outcome) = self
-            .send_batch(
-                endpoint,
-                target,
-                batch,
-                cancel,
-                &mut last_status,
-                &mut vercel_id,
-            )
+            .send_batch(endpoint, target, batch, cancel, &mut last, unanswered)
             .await;
         Sent {
             calls,
-            status: last_status,
-            vercel_id,
+            status: last.status,
+            vercel_id: last.vercel_id,
             outcome,
         }
     }
@@ -260,8 +307,8 @@ impl VercelClient {
         target: &PurgeTarget,
         batch: &[Arc<str>],
         cancel: &CancellationToken,
-        last_status: &mut Option<u16>,
-        vercel_id: &mut Option<String>,
+        last: &mut LastAnswer,
+        unanswered: &mut u32,
     ) -> (u32, Result<(), PurgeError>) {
         let url = self.url_for(endpoint, target);
         let body = serde_json::to_vec(&Body {
@@ -277,19 +324,27 @@ impl VercelClient {
         let mut calls = 0;
         loop {
             calls += 1;
-            let sent = self
+            let send = self
                 .http
                 .post(&url)
                 .header(AUTHORIZATION, auth.clone())
                 .header(CONTENT_TYPE, "application/json")
+                .timeout(self.call_timeout)
                 .body(body.clone())
-                .send()
-                .await;
+                .send();
+            // A call in flight finishes, within a grace once shutdown begins.
+            let sent = tokio::select! {
+                sent = send => sent,
+                _ = async {
+                    cancel.cancelled().await;
+                    tokio::time::sleep(SHUTDOWN_CALL_GRACE).await;
+                } => return (calls, Err(PurgeError::Abandoned)),
+            };
             let (wait, last) = match sent {
                 Ok(resp) => {
                     let status = resp.status();
-                    *last_status = Some(status.as_u16());
-                    *vercel_id = resp
+                    last.status = Some(status.as_u16());
+                    last.vercel_id = resp
                         .headers()
                         .get("x-vercel-id")
                         .and_then(|v| v.to_str().ok())
@@ -302,14 +357,28 @@ impl VercelClient {
                         status = status.as_u16(),
                         attempt = calls,
                         endpoint = endpoint.as_str(),
-                        vercel_id = vercel_id.as_deref().unwrap_or(""),
+                        vercel_id = last.vercel_id.as_deref().unwrap_or(""),
                         "purge call"
                     );
                     // The contract: marked purged only after a 200.
                     if status == StatusCode::OK {
                         return (calls, Ok(()));
                     }
-                    let message = error_message(status, &resp.text().await.unwrap_or_default());
+                    if status.is_redirection() {
+                        let location = resp
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|l| l.to_str().ok())
+                            .map_or_else(|| "nowhere".to_owned(), crate::redact::for_stdout);
+                        return (
+                            calls,
+                            Err(PurgeError::Redirected {
+                                status: status.as_u16(),
+                                location,
+                            }),
+                        );
+                    }
+                    let message = error_message(status, &read_capped(resp).await);
                     match status.as_u16() {
                         401 | 403 => {
                             return (
@@ -352,11 +421,28 @@ impl VercelClient {
                 }
                 Err(e) => {
                     let why = if e.is_timeout() {
-                        "timeout after 30s".to_owned()
+                        format!(
+                            "timeout after {}",
+                            humantime::format_duration(self.call_timeout)
+                        )
                     } else {
-                        format!("no answer: {}", crate::transport::innermost(&e))
+                        crate::redact::owned(format!(
+                            "no answer: {}",
+                            crate::transport::innermost(&e)
+                        ))
                     };
                     tracing::warn!(project = %target.project, attempt = calls, error = %why, "purge call got no answer");
+                    *unanswered += 1;
+                    if *unanswered >= MAX_UNANSWERED {
+                        return (
+                            calls,
+                            Err(PurgeError::Unanswered {
+                                project: target.project.clone(),
+                                unanswered: *unanswered,
+                                last: why,
+                            }),
+                        );
+                    }
                     (self.retry.wait(calls - 1), why)
                 }
             };
@@ -379,9 +465,27 @@ impl VercelClient {
     }
 }
 
+/// The first [`MAX_ERROR_BODY`] bytes of a body, as text; the rest is not read.
+async fn read_capped(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = MAX_ERROR_BODY - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// The API's error message, read leniently: `{"error":{"code","message"}}`,
-/// the `err` spelling some endpoints use, or the raw text.
+/// the `err` spelling some endpoints use, or the raw text; with secrets
+/// masked (some proxies echo the request's headers, token included).
 pub fn error_message(status: StatusCode, body: &str) -> String {
+    crate::redact::owned(raw_error_message(status, body))
+}
+
+fn raw_error_message(status: StatusCode, body: &str) -> String {
     let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let inner = json
         .as_ref()

@@ -7,8 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use url::Url;
-
 use super::raw::{RawConfig, RawRules, RawVercel, RawWatch};
 use super::{Config, MAX_DEADLINE_SECONDS, Rules, VercelConfig, Watch};
 use crate::schedule::CronSchedule;
@@ -19,6 +17,11 @@ pub(super) const DEFAULT_STATE: &str = ".origin-watch/state.db";
 const LEGACY_STATE: &str = ".origin-watch/state.json";
 /// How long an unreferenced source with nothing pending is remembered.
 const FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The bounds of the counts in `defaults:` and the watches.
+pub const MAX_CONCURRENCY: usize = 10_000;
+pub const MAX_PURGES_PER_PASS: usize = 1_000_000;
+pub const MAX_CONFIRMATIONS: u32 = 1_000;
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Collects every problem rather than stopping at the first.
 pub(super) struct Checker<'a> {
@@ -95,14 +98,10 @@ impl<'a> Checker<'a> {
         let base = raw
             .api_base
             .unwrap_or_else(|| "https://api.vercel.com".into());
-        let api_base = match Url::parse(&base) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            Ok(_) => {
-                self.problem(format!("vercel.api_base: {base:?} is not an http(s) URL"));
-                None
-            }
-            Err(e) => {
-                self.problem(format!("vercel.api_base: {base:?} is not a URL: {e}"));
+        let api_base = match crate::sources::check_base(&base) {
+            Ok(u) => Some(u),
+            Err(why) => {
+                self.problem(format!("vercel.api_base: {why}"));
                 None
             }
         };
@@ -189,18 +188,51 @@ impl<'a> Checker<'a> {
         let max_purge_fraction = pick!(max_purge_fraction, 0.25);
         let max_purges_per_pass = pick!(max_purges_per_pass, 500);
 
-        if concurrency == 0 {
-            let k = at("concurrency", own.concurrency.is_some());
-            self.problem(format!("{k}: must be at least 1"));
-        }
-        if per_host_concurrency == 0 {
-            let k = at("per_host_concurrency", own.per_host_concurrency.is_some());
-            self.problem(format!("{k}: must be at least 1"));
-        }
-        if confirmations == 0 {
-            let k = at("confirmations", own.confirmations.is_some());
+        // Every count has a sane range: a huge one would exhaust memory or
+        // file descriptors, or overflow a limit further down.
+        let mut bounded = |key: &str, set_here: bool, value: u64, min: u64, max: u64| {
+            if !(min..=max).contains(&value) {
+                let k = at(key, set_here);
+                self.problems
+                    .push(format!("{k}: {value} is not between {min} and {max}"));
+            }
+        };
+        bounded(
+            "concurrency",
+            own.concurrency.is_some(),
+            concurrency as u64,
+            1,
+            MAX_CONCURRENCY as u64,
+        );
+        bounded(
+            "per_host_concurrency",
+            own.per_host_concurrency.is_some(),
+            per_host_concurrency as u64,
+            1,
+            crate::probe::MAX_PER_HOST as u64,
+        );
+        bounded(
+            "max_purges_per_pass",
+            own.max_purges_per_pass.is_some(),
+            max_purges_per_pass as u64,
+            1,
+            MAX_PURGES_PER_PASS as u64,
+        );
+        bounded(
+            "confirmations",
+            own.confirmations.is_some(),
+            u64::from(confirmations),
+            1,
+            u64::from(MAX_CONFIRMATIONS),
+        );
+        if let Some(t) = timeout
+            && t > MAX_TIMEOUT
+        {
+            let k = at("timeout", own.timeout.is_some());
             self.problem(format!(
-                "{k}: must be at least 1 (1 = purge on first sight)"
+                "{k}: {} is more than the {} allowed",
+                humantime::format_duration(t),
+                humantime::format_duration(MAX_TIMEOUT)
             ));
         }
         if retries > 10 {
@@ -233,10 +265,6 @@ impl<'a> Checker<'a> {
         if !(0.0..=1.0).contains(&max_purge_fraction) {
             let k = at("max_purge_fraction", own.max_purge_fraction.is_some());
             self.problem(format!("{k}: {max_purge_fraction} is not between 0 and 1"));
-        }
-        if max_purges_per_pass == 0 {
-            let k = at("max_purges_per_pass", own.max_purges_per_pass.is_some());
-            self.problem(format!("{k}: must be at least 1"));
         }
         let forget_after = self.duration(
             at("forget_after", own.forget_after.is_some()),
@@ -297,12 +325,10 @@ impl<'a> Checker<'a> {
         }
         let origin = match &w.origin {
             None => None,
-            Some(o) => match Url::parse(o) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                    Some(o.trim_end_matches('/').to_owned())
-                }
-                _ => {
-                    self.problem(format!("{label}.origin: {o:?} is not an http(s) URL"));
+            Some(o) => match crate::sources::check_base(o) {
+                Ok(_) => Some(o.trim_end_matches('/').to_owned()),
+                Err(why) => {
+                    self.problem(format!("{label}.origin: {why}"));
                     None
                 }
             },
@@ -318,7 +344,7 @@ impl<'a> Checker<'a> {
         }
         if let Some(file) = &w.images_file {
             let path = self.base.join(file);
-            match std::fs::read_to_string(&path) {
+            match super::read_text(&path, super::MAX_IMAGES_FILE_BYTES) {
                 Ok(text) => {
                     for (n, line) in text.lines().enumerate() {
                         let line = line.trim();
@@ -349,6 +375,13 @@ impl<'a> Checker<'a> {
             .map(|c| crate::sources::resolve(c, origin.as_deref()))
         {
             None => None,
+            Some(Ok(url)) if url.contains('#') => {
+                self.problem(format!(
+                    "{label}.canary: {:?} has a fragment (`#`), which is never sent to the origin",
+                    crate::redact::for_stdout(&url)
+                ));
+                None
+            }
             Some(Ok(url)) => Some(Arc::from(url)),
             Some(Err(why)) => {
                 self.problem(format!("{label}.canary: {why}"));

@@ -21,6 +21,44 @@ pub use crate::sources::{MAX_SOURCE_LEN, ProbeTarget, ProbeUrl, Source};
 /// The largest `revalidationDeadlineSeconds` the API accepts (one year).
 pub const MAX_DEADLINE_SECONDS: u64 = 31_536_000;
 
+/// The config file is read up to this size; a larger one is refused.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+/// An `images_file` is read up to this size (a million sources of a
+/// hundred characters is a tenth of it).
+pub const MAX_IMAGES_FILE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Reads a text file of at most `cap` bytes, refusing what is not a regular
+/// file (a FIFO would hang the read, `/dev/zero` would never end) and a
+/// leading byte-order mark removed.
+pub fn read_text(path: &Path, cap: u64) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    // `stat` before `open`: opening a FIFO blocks until a writer comes.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a device, FIFO or folder cannot be read as one)",
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than the {cap} bytes allowed"),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
+}
+
 /// Why a configuration could not be used. Every variant names its culprit.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -85,8 +123,12 @@ pub struct VercelConfig {
 pub struct Token(String);
 
 impl Token {
+    /// A token; it is registered with [`crate::redact`], so it is masked
+    /// wherever it would be printed.
     pub fn new(secret: impl Into<String>) -> Self {
-        Token(secret.into())
+        let secret = secret.into();
+        crate::redact::register(&secret);
+        Token(secret)
     }
 
     /// Checks the value of the environment variable `var`.
@@ -105,7 +147,7 @@ impl Token {
                 var: var.to_owned(),
             });
         }
-        Ok(Token(token))
+        Ok(Token::new(token))
     }
     pub fn expose(&self) -> &str {
         &self.0
@@ -191,13 +233,18 @@ impl Watch {
     pub fn probe_url<'a>(&'a self, probe: &'a ProbeTarget) -> Cow<'a, str> {
         crate::sources::probe_url(&self.sources, self.origin.as_deref(), probe)
     }
+
+    /// The string a probe target is sharded by (see [`crate::sources::shard_key`]).
+    pub fn shard_key<'a>(&'a self, probe: &'a ProbeTarget) -> Cow<'a, str> {
+        crate::sources::shard_key(&self.sources, self.origin.as_deref(), probe)
+    }
 }
 
 impl Config {
     /// Reads and checks a config file. Relative paths inside it (`state`,
     /// `images_file`) are relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        let text = read_text(path, MAX_CONFIG_BYTES).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
             cause,
         })?;
@@ -220,6 +267,8 @@ impl Config {
     }
 
     fn parse(text: &str, base: &Path, origin: &str) -> Result<Config, ConfigError> {
+        // Editors on Windows write a byte-order mark; it is not a document.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
