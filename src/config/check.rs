@@ -226,6 +226,35 @@ impl<'a> Checker<'a> {
             let k = at("max_purges_per_pass", own.max_purges_per_pass.is_some());
             self.problem(format!("{k}: must be at least 1"));
         }
+        // The guards of issue 14.
+        let min_gone_for = self.duration(
+            &at("min_gone_for", own.min_gone_for.is_some()),
+            pick!(min_gone_for, "0s".into()),
+        );
+        let guard_window = self.duration(
+            &at("guard_window", own.guard_window.is_some()),
+            pick!(guard_window, "24h".into()),
+        );
+        let max_invalidate_fraction = pick!(max_invalidate_fraction, 0.25);
+        let max_inconclusive_fraction = pick!(max_inconclusive_fraction, 0.5);
+        let fraction_floor = pick!(fraction_floor, 3);
+        for (key, set_here, value) in [
+            (
+                "max_invalidate_fraction",
+                own.max_invalidate_fraction.is_some(),
+                max_invalidate_fraction,
+            ),
+            (
+                "max_inconclusive_fraction",
+                own.max_inconclusive_fraction.is_some(),
+                max_inconclusive_fraction,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                let k = at(key, set_here);
+                self.problem(format!("{k}: {value} is not between 0 and 1"));
+            }
+        }
         if self.problems.len() > before {
             return None;
         }
@@ -240,7 +269,25 @@ impl<'a> Checker<'a> {
             follow_redirects,
             max_purge_fraction,
             max_purges_per_pass,
+            min_gone_for: min_gone_for?,
+            max_invalidate_fraction,
+            max_inconclusive_fraction,
+            fraction_floor,
+            guard_window: guard_window?,
         })
+    }
+
+    /// A duration key (`10m`, `24h`, `0s`); zero is allowed.
+    fn duration(&mut self, key: &str, text: String) -> Option<std::time::Duration> {
+        match humantime::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(format!(
+                    "{key}: bad duration {text:?} ({e}); write e.g. 0s, 10m, 24h"
+                ));
+                None
+            }
+        }
     }
 
     fn watch(&mut self, label: &str, defaults: &RawRules, w: &RawWatch) -> Option<Watch> {

@@ -42,6 +42,12 @@ pub struct RawRules {
     pub follow_redirects: Option<u32>,
     pub max_purge_fraction: Option<f64>,
     pub max_purges_per_pass: Option<usize>,
+    // The guards of issue 14.
+    pub min_gone_for: Option<String>,
+    pub max_invalidate_fraction: Option<f64>,
+    pub max_inconclusive_fraction: Option<f64>,
+    pub fraction_floor: Option<usize>,
+    pub guard_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +75,12 @@ pub struct RawWatch {
     pub follow_redirects: Option<u32>,
     pub max_purge_fraction: Option<f64>,
     pub max_purges_per_pass: Option<usize>,
+    // The guards of issue 14.
+    pub min_gone_for: Option<String>,
+    pub max_invalidate_fraction: Option<f64>,
+    pub max_inconclusive_fraction: Option<f64>,
+    pub fraction_floor: Option<usize>,
+    pub guard_window: Option<String>,
 }
 
 impl RawWatch {
@@ -85,6 +97,11 @@ impl RawWatch {
             follow_redirects: self.follow_redirects,
             max_purge_fraction: self.max_purge_fraction,
             max_purges_per_pass: self.max_purges_per_pass,
+            min_gone_for: self.min_gone_for.clone(),
+            max_invalidate_fraction: self.max_invalidate_fraction,
+            max_inconclusive_fraction: self.max_inconclusive_fraction,
+            fraction_floor: self.fraction_floor,
+            guard_window: self.guard_window.clone(),
         }
     }
 }
