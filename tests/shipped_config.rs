@@ -34,6 +34,11 @@ fn the_shipped_watch_yaml_loads() {
         w.canary.as_deref(),
         Some("https://my-next-app.vercel.app/images/logo.png")
     );
+    // It recommends outlasting CDN negative caches, and shows every guard.
+    let r = &w.rules;
+    assert_eq!(r.min_gone_for, std::time::Duration::from_secs(600));
+    assert_eq!((r.fraction_floor, r.max_inconclusive_fraction), (3, 0.5));
+    assert_eq!(r.guard_window, std::time::Duration::from_secs(24 * 3600));
 }
 
 fn plan(yaml: &str) -> String {
