@@ -486,6 +486,34 @@ mod tests {
     }
 
     #[test]
+    fn every_step_but_due_is_its_own_decision() {
+        assert_eq!(Step::Keep.decision(), Some(Decision::Keep));
+        assert_eq!(Step::Skip.decision(), Some(Decision::Skip));
+        assert_eq!(Step::Pending.decision(), Some(Decision::Pending));
+        assert_eq!(
+            Step::AlreadyPurged.decision(),
+            Some(Decision::AlreadyPurged)
+        );
+        assert_eq!(Step::Due.decision(), None, "the pass settles a due source");
+    }
+
+    #[test]
+    fn a_gone_pass_updates_the_last_sight_and_keeps_the_first() {
+        let a = judge(&gone(), None, 3, Duration::ZERO, t(0));
+        let b = judge(
+            &obs(Verdict::Gone, Some(410)),
+            a.next.as_ref(),
+            3,
+            Duration::ZERO,
+            t(1),
+        );
+        let ep = b.next.unwrap();
+        assert_eq!((ep.first_gone, ep.last_gone), (t(0), t(1)));
+        assert_eq!(ep.last_status, Some(410));
+        assert_eq!(ep.gone_streak, 2);
+    }
+
+    #[test]
     fn head_get_disagreement_reason_is_kept() {
         let o = Observation {
             note: Some("HEAD answered 404 but GET answered 200".into()),
