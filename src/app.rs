@@ -266,7 +266,7 @@ pub fn man_page() -> Vec<u8> {
               .TP\n0\npass completed; every purge that was due succeeded (or would, in a dry run)\n\
               .TP\n1\npass completed, but at least one purge call failed (it is retried next pass)\n\
               .TP\n2\nusage or configuration error: nothing was probed and nothing purged\n\
-              .TP\n3\na safety guard withheld purges (max_purge_fraction, canary)\n\
+              .TP\n3\na safety guard withheld purges (max_purge_fraction, inconclusive, canary)\n\
               .PP\nrun exits 0 after a clean shutdown on SIGTERM/SIGINT, 1 when \\-\\-shutdown\\-timeout ran out, \
               2 on a configuration error at start.\n",
         );
@@ -384,15 +384,43 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
             .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
             .collect();
         let _ = writeln!(out, "  next fires: {}", next.join(", "));
+        let min_gone_for = if r.min_gone_for.is_zero() {
+            String::new()
+        } else {
+            format!(" and for at least {} (min_gone_for)", span(r.min_gone_for))
+        };
         let _ = writeln!(
             out,
-            "  gone: {:?} on {} consecutive passes; guards: max_purge_fraction {}, max_purges_per_pass {}, canary {}",
+            "  gone: {:?} on {} consecutive passes{min_gone_for}; guards: canary {}, max_purges_per_pass {}",
             r.gone_statuses,
             r.confirmations,
-            r.max_purge_fraction,
-            r.max_purges_per_pass,
             for_stdout(w.canary.as_deref().unwrap_or("none")),
+            r.max_purges_per_pass,
         );
+        let window = format!(
+            "due or purged in the last {} (guard_window)",
+            span(r.guard_window)
+        );
+        for (key, fraction, of, noun) in [
+            (
+                "max_purge_fraction",
+                r.max_purge_fraction,
+                w.sources.len(),
+                format!("sources {window}"),
+            ),
+            (
+                "max_inconclusive_fraction",
+                r.max_inconclusive_fraction,
+                w.probes.len(),
+                "probe URLs inconclusive in one pass".to_owned(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "  {}",
+                fraction_rule(key, fraction, of, &noun, r.fraction_floor)
+            );
+        }
         if let Some(d) = &w.discover {
             let list = |urls: &[url::Url]| {
                 urls.iter()
@@ -415,16 +443,53 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
                     .unwrap_or_default(),
             );
         }
-        // A small watch and the default fraction: not even one purge passes.
-        let one_allowed = crate::guard::max_due(r.max_purge_fraction, w.sources.len()) >= 1;
+        // A small watch, the default fraction and no floor: not even one
+        // purge passes.
+        let one_allowed =
+            crate::guard::limit(r.max_purge_fraction, w.sources.len(), r.fraction_floor) >= 1;
         if !w.sources.is_empty() && !one_allowed {
             let _ = writeln!(
                 out,
-                "  warning: with {} sources, max_purge_fraction {} withholds every purge (even one gone source is more than that share); raise it for this watch",
+                "  warning: with {} sources, max_purge_fraction {} and fraction_floor {} withhold every purge (even one gone source is more than that share); raise fraction_floor or max_purge_fraction for this watch",
                 w.sources.len(),
-                r.max_purge_fraction
+                r.max_purge_fraction,
+                r.fraction_floor,
             );
         }
+    }
+}
+
+/// One fraction guard's rule for `check`, in this watch's numbers: a guard
+/// trips only above both `fraction * of` and `floor`.
+fn fraction_rule(key: &str, fraction: f64, of: usize, noun: &str, floor: usize) -> String {
+    let limit = crate::guard::limit(fraction, of, floor);
+    if fraction >= 1.0 {
+        format!("{key} {fraction}: off")
+    } else if limit >= of {
+        format!(
+            "{key} {fraction}: never trips in this watch ({of} {}, fraction_floor {floor})",
+            noun.split(' ').next().unwrap_or(noun)
+        )
+    } else {
+        let why = if limit == floor && floor > crate::guard::max_due(fraction, of) {
+            format!(
+                "fraction_floor {floor}, as {fraction} x {of} is {}",
+                (fraction * of as f64 * 100.0).round() / 100.0
+            )
+        } else {
+            format!("{fraction} x {of}; fraction_floor is {floor}")
+        };
+        format!("{key} {fraction}: trips when more than {limit} of {of} {noun} ({why})")
+    }
+}
+
+/// A duration as the config would spell it: `24h` rather than `1day`.
+fn span(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s > 0 && s.is_multiple_of(3600) && d.subsec_nanos() == 0 {
+        format!("{}h", s / 3600)
+    } else {
+        humantime::format_duration(d).to_string()
     }
 }
 

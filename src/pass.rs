@@ -220,11 +220,15 @@ struct Work {
     watch: Arc<Watch>,
     due: Vec<Due>,
     canary: Canary,
+    /// Probe URLs that probed inconclusive (for the `inconclusive` guard).
+    inconclusive: usize,
     summary: WatchSummary,
     started: Instant,
     writer: Writer,
     /// Sources in the pass (configured and remembered).
     sources: usize,
+    /// Sources purged within `guard_window` and not due now.
+    recent: usize,
 }
 
 /// Runs one pass over `watches`. Cancelling `cancel` stops new probes and
@@ -234,7 +238,18 @@ pub async fn run_pass(
     watches: &[Arc<Watch>],
     cancel: &CancellationToken,
 ) -> Result<PassOutcome, StoreError> {
-    let now = Utc::now();
+    run_pass_at(ctx, watches, cancel, Utc::now()).await
+}
+
+/// [`run_pass`] as if it started at `now`: the time the pass judges
+/// `min_gone_for` and `guard_window` by and stamps purges and ledger rows
+/// with. Tests run a day of passes in a second through it.
+pub async fn run_pass_at(
+    ctx: &PassContext,
+    watches: &[Arc<Watch>],
+    cancel: &CancellationToken,
+    now: DateTime<Utc>,
+) -> Result<PassOutcome, StoreError> {
     let observed =
         futures::future::join_all(watches.iter().map(|w| observe(ctx, w.clone(), cancel, now)))
             .await;
@@ -414,7 +429,8 @@ async fn observe(
     let canary = canary(ctx, &watch, &rules).await;
     let mut writer = Writer::new(ctx.store.clone(), &watch.name);
     let mut due = Vec::new();
-    let confirmations = watch.rules.confirmations;
+    let mut inconclusive = 0;
+    let (confirmations, min_gone_for) = (watch.rules.confirmations, watch.rules.min_gone_for);
 
     {
         let lists: Arc<[List]> = parts.iter().map(|(p, _)| p.list.clone()).collect();
@@ -450,6 +466,7 @@ async fn observe(
                 o.probed(&watch.name, &obs, target.count);
             }
             summary.add_verdict(obs.verdict, target.count as usize);
+            inconclusive += usize::from(obs.verdict == Verdict::Inconclusive);
             let first = target.first as usize;
             let range = first..first + target.count as usize;
             for (source, slot) in part.list.sources()[range.clone()]
@@ -462,6 +479,7 @@ async fn observe(
                     &obs,
                     old.as_ref().and_then(|r| r.episode.as_ref()),
                     confirmations,
+                    min_gone_for,
                     now,
                 );
                 let mut rec = old
@@ -554,14 +572,33 @@ async fn observe(
             .cmp(&b.first_gone)
             .then_with(|| a.src.cmp(&b.src))
     });
+    // The rolling window: distinct sources of this watch (this shard: its
+    // own store) that a delete call covered within `guard_window`, from
+    // the ledger, less those due again now (counted once).
+    let since = now_ms.saturating_sub(watch.rules.guard_window.as_millis() as Millis);
+    let called = ctx
+        .store
+        .recently_called(&watch.name, Endpoint::Delete, since)
+        .await?;
+    let recent = if called.is_empty() {
+        0
+    } else {
+        let due_now: std::collections::HashSet<&str> = due.iter().map(|d| &*d.src).collect();
+        called
+            .iter()
+            .filter(|s| !due_now.contains(s.as_str()))
+            .count()
+    };
     Ok(Work {
         watch,
         due,
         canary,
+        inconclusive,
         summary,
         started,
         writer,
         sources,
+        recent,
     })
 }
 
@@ -582,19 +619,41 @@ async fn probe_one(
 /// Applies the blast-radius guards to one watch's due sources.
 fn apply_guards(ctx: &PassContext, work: &mut Work) {
     let rules = &work.watch.rules;
-    let outcome = guard::check(&GuardInput {
+    let input = GuardInput {
         sources: work.sources,
+        probes: work.summary.probes,
+        inconclusive: work.inconclusive,
         due: work.due.len(),
+        recent: work.recent,
         canary: work.canary.clone(),
         max_purge_fraction: rules.max_purge_fraction,
+        max_inconclusive_fraction: rules.max_inconclusive_fraction,
+        fraction_floor: rules.fraction_floor,
         max_purges_per_pass: rules.max_purges_per_pass,
-    });
+    };
+    let outcome = guard::check(&input);
+    // A preview says what the pending would meet once confirmed.
+    let pending = work.summary.count(Decision::Pending);
+    if ctx.dry_run() && pending > 0 && outcome.tripped.as_ref().is_none_or(|(g, _)| !g.is_alarm()) {
+        let later = guard::check(&GuardInput {
+            due: input.due + pending,
+            ..input
+        });
+        if let Some((g, why)) = later.tripped.filter(|(g, _)| g.is_alarm()) {
+            work.summary.guard_forecast = Some(format!(
+                "{g} once the {pending} pending are confirmed: {why}"
+            ));
+        }
+    }
     if let Some((g, why)) = &outcome.tripped {
         tracing::warn!(
             watch = %work.watch.name,
             guard = g.as_str(),
             due = work.due.len(),
+            recent = work.recent,
             sources = work.sources,
+            inconclusive = work.inconclusive,
+            probes = work.summary.probes,
             withheld = work.due.len() - outcome.allowed,
             reason = %why,
             "guard withheld purges"
@@ -660,6 +719,7 @@ async fn call(
         return Ok(());
     };
 
+    let pass_started = Instant::now();
     let mut stopped = Stopped::default();
     // Calls per target that got no answer in this pass (a hanging API).
     let mut unanswered: std::collections::HashMap<PurgeTarget, u32> = Default::default();
@@ -722,7 +782,9 @@ async fn call(
                 if sent.calls > 0 {
                     let entry = LedgerEntry {
                         time: String::new(),
-                        at: millis(Utc::now()),
+                        // The pass's clock: real time, unless a test runs
+                        // the pass at another `now`.
+                        at: millis(now) + pass_started.elapsed().as_millis() as Millis,
                         endpoint: batch.endpoint,
                         project: batch.target.project.clone(),
                         team_id: batch.target.team_id.clone(),
@@ -792,6 +854,9 @@ struct Emitted<'a> {
 
 fn emit(ctx: &PassContext, summary: &mut WatchSummary, watch: &Watch, e: Emitted<'_>) {
     summary.add(e.decision);
+    if ctx.dry_run() && e.decision == Decision::Pending {
+        summary.list_pending(e.src, e.reason);
+    }
     if let Some(o) = &ctx.observer {
         o.decided(&watch.name, e.decision);
     }

@@ -4,6 +4,8 @@
 //! it; the pass later turns a [`Step::Due`] into `purge`, `would_purge`,
 //! `withheld` or `failed` once the guards and the API have spoken.
 
+use std::time::Duration;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -99,10 +101,15 @@ pub struct Judgement {
 }
 
 /// Judges one source from this pass's observation and its previous episode.
+/// A gone source is due once it was gone on `confirmations` consecutive
+/// passes *and* first seen gone at least `min_gone_for` before `now`: two
+/// probes a second apart can both read one answer a CDN cached in front of
+/// the origin, so a streak alone does not prove the origin kept saying it.
 pub fn judge(
     obs: &Observation,
     prev: Option<&Episode>,
     confirmations: u32,
+    min_gone_for: Duration,
     now: DateTime<Utc>,
 ) -> Judgement {
     let status = obs
@@ -153,6 +160,10 @@ pub fn judge(
                     purged_at: None,
                 },
             };
+            // A clock that stepped back counts as no time gone.
+            let gone_for = (now - next.first_gone).to_std().unwrap_or(Duration::ZERO);
+            let left = min_gone_for.saturating_sub(gone_for);
+            let passes_left = confirmations.saturating_sub(next.gone_streak);
             let (step, reason) = if let Some(at) = next.purged_at {
                 (
                     Step::AlreadyPurged,
@@ -161,18 +172,48 @@ pub fn judge(
                         at.to_rfc3339_opts(SecondsFormat::Secs, true)
                     ),
                 )
-            } else if next.gone_streak < confirmations {
+            } else if passes_left > 0 {
+                let wait = if left.is_zero() {
+                    String::new()
+                } else {
+                    format!(
+                        ", once gone for min_gone_for {} ({} left)",
+                        span(min_gone_for),
+                        span(left)
+                    )
+                };
                 (
                     Step::Pending,
                     format!(
-                        "{status} on {} of {confirmations} consecutive passes",
-                        next.gone_streak
+                        "{status} on {} of {confirmations} consecutive passes; would purge after {passes_left} more pass{}{wait}",
+                        next.gone_streak,
+                        if passes_left == 1 { "" } else { "es" }
                     ),
+                )
+            } else if !left.is_zero() {
+                (
+                    Step::Pending,
+                    format!(
+                        "{status} on {} consecutive passes but gone for {} of min_gone_for {}; would purge on the first pass {} or more from now",
+                        next.gone_streak,
+                        span(gone_for),
+                        span(min_gone_for),
+                        span(left)
+                    ),
+                )
+            } else if min_gone_for.is_zero() {
+                (
+                    Step::Due,
+                    format!("{status} on {} consecutive passes", next.gone_streak),
                 )
             } else {
                 (
                     Step::Due,
-                    format!("{status} on {} consecutive passes", next.gone_streak),
+                    format!(
+                        "{status} on {} consecutive passes, gone for {}",
+                        next.gone_streak,
+                        span(gone_for)
+                    ),
                 )
             };
             Judgement {
@@ -182,6 +223,11 @@ pub fn judge(
             }
         }
     }
+}
+
+/// A duration for a reason, to the second (`9m 30s`).
+fn span(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
 /// Marks an episode purged; called only after the API answered 200.
@@ -217,7 +263,7 @@ mod tests {
         let mut ep: Option<Episode> = None;
         let mut steps = Vec::new();
         for (i, o) in seq.iter().enumerate() {
-            let j = judge(o, ep.as_ref(), confirmations, t(i as i64));
+            let j = judge(o, ep.as_ref(), confirmations, Duration::ZERO, t(i as i64));
             ep = j.next;
             if j.step == Step::Due {
                 mark_purged(ep.as_mut().unwrap(), t(i as i64));
@@ -229,23 +275,29 @@ mod tests {
 
     #[test]
     fn first_404_is_pending_with_default_confirmations() {
-        let j = judge(&gone(), None, 2, t(0));
+        let j = judge(&gone(), None, 2, Duration::ZERO, t(0));
         assert_eq!(j.step, Step::Pending);
-        assert_eq!(j.reason, "404 on 1 of 2 consecutive passes");
+        assert_eq!(
+            j.reason,
+            "404 on 1 of 2 consecutive passes; would purge after 1 more pass"
+        );
         assert_eq!(j.next.unwrap().gone_streak, 1);
     }
 
     #[test]
     fn second_consecutive_404_purges() {
-        let first = judge(&gone(), None, 2, t(0));
-        let second = judge(&gone(), first.next.as_ref(), 2, t(1));
+        let first = judge(&gone(), None, 2, Duration::ZERO, t(0));
+        let second = judge(&gone(), first.next.as_ref(), 2, Duration::ZERO, t(1));
         assert_eq!(second.step, Step::Due);
         assert_eq!(second.reason, "404 on 2 consecutive passes");
     }
 
     #[test]
     fn one_confirmation_purges_on_first_sight() {
-        assert_eq!(judge(&gone(), None, 1, t(0)).step, Step::Due);
+        assert_eq!(
+            judge(&gone(), None, 1, Duration::ZERO, t(0)).step,
+            Step::Due
+        );
     }
 
     #[test]
@@ -257,8 +309,9 @@ mod tests {
         );
         let j = judge(
             &p,
-            Some(&judge(&gone(), None, 2, t(0)).next.unwrap()),
+            Some(&judge(&gone(), None, 2, Duration::ZERO, t(0)).next.unwrap()),
             2,
+            Duration::ZERO,
             t(1),
         );
         assert_eq!(j.next, None, "a present source is forgotten");
@@ -272,8 +325,8 @@ mod tests {
             run(&[gone(), i.clone(), gone()], 2),
             [Step::Pending, Step::Skip, Step::Due]
         );
-        let prev = judge(&gone(), None, 2, t(0)).next;
-        let j = judge(&i, prev.as_ref(), 2, t(1));
+        let prev = judge(&gone(), None, 2, Duration::ZERO, t(0)).next;
+        let j = judge(&i, prev.as_ref(), 2, Duration::ZERO, t(1));
         assert_eq!(j.next, prev, "inconclusive leaves the episode as it was");
         assert_eq!(j.reason, "inconclusive: timeout after 10s");
     }
@@ -303,10 +356,161 @@ mod tests {
     #[test]
     fn unpurged_due_stays_due_next_pass() {
         // Withheld or failed: the pass does not mark it purged.
-        let a = judge(&gone(), None, 1, t(0));
-        let b = judge(&gone(), a.next.as_ref(), 1, t(1));
+        let a = judge(&gone(), None, 1, Duration::ZERO, t(0));
+        let b = judge(&gone(), a.next.as_ref(), 1, Duration::ZERO, t(1));
         assert_eq!(b.step, Step::Due);
         assert_eq!(b.next.unwrap().first_gone, t(0));
+    }
+
+    const TEN_MINUTES: Duration = Duration::from_secs(600);
+
+    fn secs(n: i64) -> DateTime<Utc> {
+        t(0) + chrono::TimeDelta::seconds(n)
+    }
+
+    #[test]
+    fn pending_says_how_many_passes_are_left() {
+        let j = judge(&gone(), None, 3, Duration::ZERO, t(0));
+        assert_eq!(
+            j.reason,
+            "404 on 1 of 3 consecutive passes; would purge after 2 more passes"
+        );
+        let j = judge(&gone(), j.next.as_ref(), 3, Duration::ZERO, t(1));
+        assert_eq!(
+            j.reason,
+            "404 on 2 of 3 consecutive passes; would purge after 1 more pass"
+        );
+    }
+
+    #[test]
+    fn min_gone_for_holds_a_first_sight_purge_with_one_confirmation() {
+        let a = judge(&gone(), None, 1, TEN_MINUTES, t(0));
+        assert_eq!(a.step, Step::Pending);
+        assert_eq!(
+            a.reason,
+            "404 on 1 consecutive passes but gone for 0s of min_gone_for 10m; would purge on the first pass 10m or more from now"
+        );
+        let b = judge(&gone(), a.next.as_ref(), 1, TEN_MINUTES, secs(570));
+        assert_eq!(b.step, Step::Pending);
+        assert_eq!(
+            b.reason,
+            "404 on 2 consecutive passes but gone for 9m 30s of min_gone_for 10m; would purge on the first pass 30s or more from now"
+        );
+        let c = judge(&gone(), b.next.as_ref(), 1, TEN_MINUTES, secs(600));
+        assert_eq!(c.step, Step::Due, "exactly min_gone_for is enough");
+        assert_eq!(c.reason, "404 on 3 consecutive passes, gone for 10m");
+        assert_eq!(c.next.unwrap().first_gone, t(0));
+        // Without min_gone_for, the first sight is due.
+        assert_eq!(
+            judge(&gone(), None, 1, Duration::ZERO, t(0)).step,
+            Step::Due
+        );
+    }
+
+    #[test]
+    fn min_gone_for_spaces_two_confirmations() {
+        // A 1-second schedule: two gone passes a second apart could both
+        // read one cached 404; min_gone_for waits out the cache.
+        let a = judge(&gone(), None, 2, TEN_MINUTES, secs(0));
+        assert_eq!(a.step, Step::Pending);
+        assert_eq!(
+            a.reason,
+            "404 on 1 of 2 consecutive passes; would purge after 1 more pass, once gone for min_gone_for 10m (10m left)"
+        );
+        let b = judge(&gone(), a.next.as_ref(), 2, TEN_MINUTES, secs(1));
+        assert_eq!(b.step, Step::Pending, "two confirmations, one second apart");
+        assert_eq!(
+            b.reason,
+            "404 on 2 consecutive passes but gone for 1s of min_gone_for 10m; would purge on the first pass 9m 59s or more from now"
+        );
+        let c = judge(&gone(), b.next.as_ref(), 2, TEN_MINUTES, secs(599));
+        assert_eq!(c.step, Step::Pending);
+        let d = judge(&gone(), c.next.as_ref(), 2, TEN_MINUTES, secs(600));
+        assert_eq!(d.step, Step::Due);
+        assert_eq!(d.reason, "404 on 4 consecutive passes, gone for 10m");
+    }
+
+    #[test]
+    fn min_gone_for_does_not_replace_the_confirmations() {
+        // Gone long enough, but not yet on enough passes (inconclusive
+        // passes in between count for time, not for the streak).
+        let i = obs(Verdict::Inconclusive, None);
+        let a = judge(&gone(), None, 2, TEN_MINUTES, t(0));
+        let b = judge(&i, a.next.as_ref(), 2, TEN_MINUTES, t(3));
+        assert_eq!(b.step, Step::Skip);
+        let c = judge(&gone(), b.next.as_ref(), 2, TEN_MINUTES, t(4));
+        assert_eq!(c.step, Step::Due);
+        assert_eq!(c.reason, "404 on 2 consecutive passes, gone for 40m");
+        let a = judge(&gone(), None, 3, TEN_MINUTES, t(0));
+        let b = judge(&gone(), a.next.as_ref(), 3, TEN_MINUTES, t(2));
+        assert_eq!(b.step, Step::Pending);
+        assert_eq!(
+            b.reason,
+            "404 on 2 of 3 consecutive passes; would purge after 1 more pass"
+        );
+    }
+
+    #[test]
+    fn a_present_pass_restarts_the_min_gone_for_clock() {
+        let p = obs(Verdict::Present, Some(200));
+        let a = judge(&gone(), None, 1, TEN_MINUTES, t(0));
+        let b = judge(&p, a.next.as_ref(), 1, TEN_MINUTES, t(1));
+        let c = judge(&gone(), b.next.as_ref(), 1, TEN_MINUTES, t(2));
+        assert_eq!(c.step, Step::Pending);
+        assert_eq!(c.next.as_ref().unwrap().first_gone, t(2));
+        assert_eq!(
+            judge(&gone(), c.next.as_ref(), 1, TEN_MINUTES, t(3)).step,
+            Step::Due
+        );
+    }
+
+    #[test]
+    fn a_clock_that_stepped_back_counts_as_no_time_gone() {
+        let a = judge(&gone(), None, 1, TEN_MINUTES, t(5));
+        let b = judge(&gone(), a.next.as_ref(), 1, TEN_MINUTES, t(1));
+        assert_eq!(b.step, Step::Pending);
+        assert!(
+            b.reason.contains("gone for 0s of min_gone_for 10m"),
+            "{}",
+            b.reason
+        );
+    }
+
+    #[test]
+    fn already_purged_wins_over_min_gone_for() {
+        let a = judge(&gone(), None, 1, Duration::ZERO, t(0));
+        let mut ep = a.next.unwrap();
+        mark_purged(&mut ep, t(0));
+        let b = judge(&gone(), Some(&ep), 1, TEN_MINUTES, t(0));
+        assert_eq!(b.step, Step::AlreadyPurged);
+    }
+
+    #[test]
+    fn every_step_but_due_is_its_own_decision() {
+        assert_eq!(Step::Keep.decision(), Some(Decision::Keep));
+        assert_eq!(Step::Skip.decision(), Some(Decision::Skip));
+        assert_eq!(Step::Pending.decision(), Some(Decision::Pending));
+        assert_eq!(
+            Step::AlreadyPurged.decision(),
+            Some(Decision::AlreadyPurged)
+        );
+        assert_eq!(Step::Due.decision(), None, "the pass settles a due source");
+    }
+
+    #[test]
+    fn a_gone_pass_updates_the_last_sight_and_keeps_the_first() {
+        let a = judge(&gone(), None, 3, Duration::ZERO, t(0));
+        let b = judge(
+            &obs(Verdict::Gone, Some(410)),
+            a.next.as_ref(),
+            3,
+            Duration::ZERO,
+            t(1),
+        );
+        let ep = b.next.unwrap();
+        assert_eq!((ep.first_gone, ep.last_gone), (t(0), t(1)));
+        assert_eq!(ep.last_status, Some(410));
+        assert_eq!(ep.gone_streak, 2);
     }
 
     #[test]
@@ -315,7 +519,7 @@ mod tests {
             note: Some("HEAD answered 404 but GET answered 200".into()),
             ..obs(Verdict::Inconclusive, Some(200))
         };
-        let j = judge(&o, None, 2, t(0));
+        let j = judge(&o, None, 2, Duration::ZERO, t(0));
         assert_eq!(j.step, Step::Skip);
         assert_eq!(
             j.reason,
@@ -339,43 +543,51 @@ mod tests {
         proptest! {
             /// Over any sequence of verdicts, with any guard or API failure
             /// holding back any due purge: a purge happens only after
-            /// `confirmations` gone passes since the last present, never on
+            /// `confirmations` gone passes since the last present and
+            /// `min_gone_for` after the first of them, never on
             /// an inconclusive pass, at most once per episode, and always
             /// once an episode has been gone long enough with nothing in the way.
             #[test]
             fn purges_follow_the_rules(
                 seq in proptest::collection::vec((verdict(), any::<bool>()), 0..60),
                 confirmations in 1u32..5,
+                min_gone_steps in 0i64..4,
             ) {
+                // Passes are one step (10 minutes) apart.
+                let min_gone_for = Duration::from_secs(600 * min_gone_steps as u64);
                 let mut ep: Option<Episode> = None;
                 let mut gone_in_episode = 0u32;
+                let mut first_gone: Option<i64> = None;
                 let mut purged_in_episode = false;
                 for (i, (v, allowed)) in seq.iter().enumerate() {
+                    let i = i as i64;
                     let o = obs(*v, Some(match v { Verdict::Present => 200, Verdict::Gone => 404, Verdict::Inconclusive => 503 }));
-                    let j = judge(&o, ep.as_ref(), confirmations, t(i as i64));
+                    let j = judge(&o, ep.as_ref(), confirmations, min_gone_for, t(i));
                     match v {
-                        Verdict::Present => { gone_in_episode = 0; purged_in_episode = false; }
-                        Verdict::Gone => gone_in_episode += 1,
+                        Verdict::Present => { gone_in_episode = 0; first_gone = None; purged_in_episode = false; }
+                        Verdict::Gone => { gone_in_episode += 1; first_gone.get_or_insert(i); }
                         Verdict::Inconclusive => {}
                     }
+                    let long_enough = first_gone.is_some_and(|f| i - f >= min_gone_steps);
                     ep = j.next;
                     match j.step {
                         Step::Due => {
                             prop_assert_eq!(*v, Verdict::Gone);
                             prop_assert!(gone_in_episode >= confirmations);
+                            prop_assert!(long_enough, "due before min_gone_for");
                             prop_assert!(!purged_in_episode, "due twice in one episode");
                             if *allowed {
-                                mark_purged(ep.as_mut().unwrap(), t(i as i64));
+                                mark_purged(ep.as_mut().unwrap(), t(i));
                                 purged_in_episode = true;
                             }
                         }
                         Step::AlreadyPurged => prop_assert!(purged_in_episode),
-                        Step::Pending => prop_assert!(gone_in_episode < confirmations),
+                        Step::Pending => prop_assert!(gone_in_episode < confirmations || !long_enough),
                         Step::Keep => prop_assert_eq!(*v, Verdict::Present),
                         Step::Skip => prop_assert_eq!(*v, Verdict::Inconclusive),
                     }
                     // Nothing in the way and gone long enough: due or done.
-                    if *v == Verdict::Gone && gone_in_episode >= confirmations {
+                    if *v == Verdict::Gone && gone_in_episode >= confirmations && long_enough {
                         prop_assert!(matches!(j.step, Step::Due | Step::AlreadyPurged));
                     }
                 }

@@ -200,13 +200,29 @@ pub struct WatchSummary {
     pub duration: Duration,
     /// The alarm a guard raised, if any (exit code 3).
     pub guard_alarm: Option<String>,
+    /// In a dry run: the alarm a guard would raise once the pending are
+    /// confirmed (no exit code of its own).
+    pub guard_forecast: Option<String>,
     /// Sources a dry run would purge.
     pub would_purge: Vec<String>,
+    /// In a dry run: the first [`PENDING_LISTED`] pending sources, with
+    /// their reasons (how many passes or how long until a purge).
+    pub pending: Vec<(String, String)>,
     pub dry_run: bool,
     pub interrupted: bool,
 }
 
+/// At most this many pending sources are listed in a dry run's summary.
+pub const PENDING_LISTED: usize = 100;
+
 impl WatchSummary {
+    /// Lists a pending source in the summary, up to [`PENDING_LISTED`].
+    pub fn list_pending(&mut self, src: &str, reason: &str) {
+        if self.pending.len() < PENDING_LISTED {
+            self.pending.push((src.to_owned(), reason.to_owned()));
+        }
+    }
+
     pub fn count(&self, d: Decision) -> usize {
         self.decisions[d as usize]
     }
@@ -265,8 +281,20 @@ impl fmt::Display for WatchSummary {
         if let Some(alarm) = &self.guard_alarm {
             write!(f, "\n  guard: {}", for_stdout(alarm))?;
         }
+        if let Some(forecast) = &self.guard_forecast {
+            write!(f, "\n  guard would trip: {forecast}")?;
+        }
         for src in &self.would_purge {
             write!(f, "\n  would purge {}", for_stdout(src))?;
+        }
+        for (src, reason) in &self.pending {
+            write!(f, "\n  pending {src}: {reason}")?;
+        }
+        let unlisted = self
+            .count(Decision::Pending)
+            .saturating_sub(self.pending.len());
+        if self.dry_run && unlisted > 0 {
+            write!(f, "\n  ... and {unlisted} more pending")?;
         }
         Ok(())
     }

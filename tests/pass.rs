@@ -123,10 +123,13 @@ async fn failed_purge_is_reported_and_retried_next_pass() {
 #[tokio::test]
 async fn guard_withholds_and_streaks_still_advance() {
     let h = four().await;
-    // Two of four due is 50%: over a 0.25 fraction.
+    // Two of four due is 50%: over a 0.25 fraction (and no floor to cover it).
     let c = h.config(
         "",
-        &FOUR.replace("max_purge_fraction: 1.0", "max_purge_fraction: 0.25"),
+        &FOUR.replace(
+            "max_purge_fraction: 1.0",
+            "max_purge_fraction: 0.25\n  fraction_floor: 0",
+        ),
     );
     h.pass(&c).await;
     let second = h.pass(&c).await;

@@ -40,24 +40,47 @@ async fn an_origin_that_404s_everything_trips_the_guard() {
 }
 
 #[tokio::test]
-async fn already_purged_sources_do_not_count_toward_the_fraction() {
+async fn sources_purged_within_the_window_count_toward_the_fraction() {
     let (srcs, _) = many(10, Behavior::Present);
     let h = Harness::new(&[], Behavior::Present).await;
     let c = h.config(
         "",
-        &watch_yaml("confirmations: 1, max_purge_fraction: 0.2", "", &srcs),
+        &watch_yaml(
+            "confirmations: 1, max_purge_fraction: 0.2, fraction_floor: 0",
+            "",
+            &srcs,
+        ),
     );
-    // Two go (20%: allowed), are purged; then two more go.
+    let t0 = chrono::Utc::now();
+    // Two go (20%: allowed), are purged; an hour later two more go: 4 of 10
+    // gone within the day is over 0.2.
     h.origin.set("/img/0.png", Behavior::Status(404));
     h.origin.set("/img/1.png", Behavior::Status(404));
-    assert_eq!(h.pass(&c).await.outcome.total(Decision::Purge), 2);
+    assert_eq!(h.pass_at(&c, t0).await.outcome.total(Decision::Purge), 2);
     h.origin.set("/img/2.png", Behavior::Status(404));
     h.origin.set("/img/3.png", Behavior::Status(404));
-    let ran = h.pass(&c).await;
+    let ran = h.pass_at(&c, t0 + chrono::TimeDelta::hours(1)).await;
+    assert_eq!(ran.decision("/img/0.png"), "already_purged");
+    assert_eq!(ran.decision("/img/2.png"), "withheld");
+    assert_eq!(ran.outcome.exit(), Exit::Withheld);
+    assert_eq!(h.api.purged().len(), 2);
+
+    // A day after the first purges they have left the window: 2 of 10 again.
+    let ran = h
+        .pass_at(
+            &c,
+            t0 + chrono::TimeDelta::hours(24) + chrono::TimeDelta::minutes(1),
+        )
+        .await;
     assert_eq!(ran.decision("/img/0.png"), "already_purged");
     assert_eq!(ran.decision("/img/2.png"), "purge");
     assert_eq!(ran.outcome.exit(), Exit::Ok);
-    assert_eq!(h.api.purged().len(), 4);
+    let mut sent = h.api.purged();
+    sent.sort();
+    assert_eq!(
+        sent,
+        ["/img/0.png", "/img/1.png", "/img/2.png", "/img/3.png"]
+    );
 }
 
 #[tokio::test]
@@ -277,4 +300,179 @@ async fn an_origin_answering_429_is_backed_off_and_never_gone() {
         "the retry waited for the origin's Retry-After"
     );
     assert_eq!(h.origin.total(), 6, "one try and one retry per source");
+}
+
+/// A pass that cannot see most of the origin: 8 of 10 probe URLs hang past
+/// the timeout, 2 answer 404. It must not act on the 2, and must not look
+/// green either.
+#[tokio::test]
+async fn a_blind_pass_purges_nothing_and_exits_3() {
+    let (srcs, _) = many(10, Behavior::Present);
+    let hang = Behavior::Slow(Duration::from_secs(3));
+    let h = Harness::new(
+        &[
+            ("/img/0.png", Behavior::Status(404)),
+            ("/img/1.png", Behavior::Status(404)),
+        ],
+        hang,
+    )
+    .await;
+    let c = h.config(
+        "",
+        &watch_yaml(
+            "confirmations: 1, max_purge_fraction: 1.0, timeout: 300ms, retries: 0",
+            "",
+            &srcs,
+        ),
+    );
+    let ran = h.pass(&c).await;
+    assert_eq!(ran.outcome.exit(), Exit::Withheld);
+    let w = &ran.outcome.watches[0];
+    let alarm = w.guard_alarm.clone().unwrap();
+    assert!(
+        alarm.starts_with("inconclusive: 8 of 10 probe URLs inconclusive"),
+        "{alarm}"
+    );
+    assert_eq!(ran.decision("/img/0.png"), "withheld");
+    let reason = ran.record("/img/1.png")["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("withheld by inconclusive"), "{reason}");
+    assert_eq!(ran.outcome.total(Decision::Skip), 8);
+    assert!(h.api.calls().is_empty(), "nothing purged on a blind pass");
+
+    // Seen again (streaks advanced meanwhile), the two are purged.
+    for s in &srcs[2..] {
+        h.origin.set(s, Behavior::Present);
+    }
+    let ran = h.pass(&c).await;
+    assert_eq!(ran.outcome.exit(), Exit::Ok);
+    assert_eq!(ran.decision("/img/0.png"), "purge");
+    let mut purged = h.api.purged();
+    purged.sort();
+    assert_eq!(purged, ["/img/0.png", "/img/1.png"]);
+}
+
+#[tokio::test]
+async fn an_origin_that_hangs_everywhere_is_an_alarm_not_a_green_pass() {
+    let (srcs, _) = many(5, Behavior::Present);
+    let h = Harness::new(&[], Behavior::Slow(Duration::from_secs(3))).await;
+    let c = h.config(
+        "",
+        &watch_yaml("confirmations: 1, timeout: 200ms, retries: 0", "", &srcs),
+    );
+    let ran = h.pass(&c).await;
+    assert_eq!(
+        ran.outcome.exit(),
+        Exit::Withheld,
+        "nothing due, still exit 3"
+    );
+    assert_eq!(ran.outcome.total(Decision::Skip), 5);
+    let alarm = ran.outcome.watches[0].guard_alarm.clone().unwrap();
+    assert!(alarm.starts_with("inconclusive: 5 of 5"), "{alarm}");
+    assert!(h.api.calls().is_empty());
+    // With the guard off (and a floor covering it), the same pass is green.
+    let off = h.config(
+        "",
+        &watch_yaml(
+            "confirmations: 1, timeout: 200ms, retries: 0, max_inconclusive_fraction: 1.0",
+            "",
+            &srcs,
+        ),
+    );
+    assert_eq!(h.pass(&off).await.outcome.exit(), Exit::Ok);
+}
+
+/// 100 sources; 20% more of them 404 on each pass, 10 minutes apart. Without
+/// the window each pass sees only its 20 (within 0.25) and the whole watch is
+/// purged in 5 passes; with it, the second pass counts the first's 20 too.
+async fn gradual_breakage(window: &str) -> (Vec<usize>, Vec<Exit>, Vec<Option<String>>, usize) {
+    let (srcs, _) = many(100, Behavior::Present);
+    let h = Harness::new(&[], Behavior::Present).await;
+    let c = h.config(
+        "",
+        &watch_yaml(
+            &format!("confirmations: 1, max_purge_fraction: 0.25{window}"),
+            "",
+            &srcs,
+        ),
+    );
+    let t0 = chrono::Utc::now();
+    let (mut purged, mut exits, mut alarms) = (Vec::new(), Vec::new(), Vec::new());
+    for pass in 0..5 {
+        for s in &srcs[pass * 20..(pass + 1) * 20] {
+            h.origin.set(s, Behavior::Status(404));
+        }
+        let at = t0 + chrono::TimeDelta::minutes(10 * pass as i64);
+        let ran = h.pass_at(&c, at).await;
+        purged.push(ran.outcome.total(Decision::Purge));
+        exits.push(ran.outcome.exit());
+        alarms.push(ran.outcome.watches[0].guard_alarm.clone());
+    }
+    (purged, exits, alarms, h.api.purged().len())
+}
+
+#[tokio::test]
+async fn an_origin_that_breaks_gradually_trips_within_the_window() {
+    let (purged, exits, alarms, sent) = gradual_breakage("").await;
+    assert_eq!(purged, [20, 0, 0, 0, 0]);
+    assert_eq!(
+        exits,
+        [
+            Exit::Ok,
+            Exit::Withheld,
+            Exit::Withheld,
+            Exit::Withheld,
+            Exit::Withheld
+        ]
+    );
+    let second = alarms[1].clone().unwrap();
+    assert!(
+        second.starts_with(
+            "max_purge_fraction: 40 of 100 sources due for purge (20 due now, 20 purged within guard_window; 40.0%)"
+        ),
+        "{second}"
+    );
+    assert_eq!(sent, 20, "the fake API saw only the first pass's purges");
+
+    // The control: with no window, nothing stops it.
+    let (purged, exits, _, sent) = gradual_breakage(", guard_window: 0s").await;
+    assert_eq!(purged, [20; 5]);
+    assert!(exits.iter().all(|e| *e == Exit::Ok));
+    assert_eq!(sent, 100);
+}
+
+#[tokio::test]
+async fn an_audit_lists_the_pending_and_the_guard_they_would_trip() {
+    // A fresh state, confirmations 2: nothing would be purged this pass, but
+    // an operator previewing sees what a real pass will do.
+    let (srcs, _) = many(8, Behavior::Present);
+    let h = Harness::new(&[("/img/3.png", Behavior::Status(404))], Behavior::Present).await;
+    let c = h.config("", &watch_yaml("confirmations: 2", "", &srcs));
+    let ran = h.dry_pass(&c).await;
+    let summary = ran.outcome.watches[0].to_string();
+    assert!(
+        summary.contains(
+            "\n  pending /img/3.png: 404 on 1 of 2 consecutive passes; would purge after 1 more pass"
+        ),
+        "{summary}"
+    );
+    assert!(!summary.contains("guard would trip"), "{summary}");
+    assert_eq!(ran.outcome.exit(), Exit::Ok);
+
+    // Everything 404s: no guard trips yet (nothing is due), but the preview
+    // says the fraction guard would.
+    for s in &srcs {
+        h.origin.set(s, Behavior::Status(404));
+    }
+    let ran = h.dry_pass(&c).await;
+    let summary = ran.outcome.watches[0].to_string();
+    assert!(
+        summary.contains("\n  guard would trip: max_purge_fraction once the 8 pending are confirmed: 8 of 8 sources"),
+        "{summary}"
+    );
+    assert_eq!(summary.matches("\n  pending ").count(), 8, "{summary}");
+    assert!(h.api.calls().is_empty());
+    assert!(!h.state_path().exists(), "an audit writes no state");
 }

@@ -34,27 +34,67 @@ fn the_shipped_watch_yaml_loads() {
         w.canary.as_deref(),
         Some("https://my-next-app.vercel.app/images/logo.png")
     );
+    // It recommends outlasting CDN negative caches, and shows every guard.
+    let r = &w.rules;
+    assert_eq!(r.min_gone_for, std::time::Duration::from_secs(600));
+    assert_eq!((r.fraction_floor, r.max_inconclusive_fraction), (3, 0.5));
+    assert_eq!(r.guard_window, std::time::Duration::from_secs(24 * 3600));
+}
+
+fn plan(yaml: &str) -> String {
+    let c = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    origin_watch::app::print_plan(&c, &mut out);
+    String::from_utf8(out).unwrap()
 }
 
 #[test]
-fn check_warns_when_the_fraction_guard_blocks_a_small_watch() {
-    let small = origin_watch::config::Config::from_yaml(
+fn check_warns_only_when_the_fraction_guard_blocks_every_purge() {
+    // Two sources and the default fraction: the floor (3) lets both through.
+    let text = plan(
         "watches:\n  - { name: s, project: p, origin: 'https://e.com', images: [/a.png, /b.png] }\n",
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    origin_watch::app::print_plan(&small, &mut out);
-    let text = String::from_utf8(out).unwrap();
+    );
+    assert!(!text.contains("warning"), "{text}");
     assert!(
-        text.contains("warning: with 2 sources, max_purge_fraction 0.25 withholds every purge"),
+        text.contains(
+            "max_purge_fraction 0.25: never trips in this watch (2 sources, fraction_floor 3)"
+        ),
         "{text}"
     );
 
-    let fine = origin_watch::config::Config::from_yaml(
-        "watches:\n  - { name: s, project: p, origin: 'https://e.com', max_purge_fraction: 0.5, images: [/a.png, /b.png] }\n",
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    origin_watch::app::print_plan(&fine, &mut out);
-    assert!(!String::from_utf8(out).unwrap().contains("warning"));
+    // Without the floor, 0.25 of 2 withholds even one.
+    let text = plan(
+        "watches:\n  - { name: s, project: p, origin: 'https://e.com', fraction_floor: 0, images: [/a.png, /b.png] }\n",
+    );
+    assert!(
+        text.contains("warning: with 2 sources, max_purge_fraction 0.25 and fraction_floor 0 withhold every purge"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_explains_the_fraction_guards_in_the_watchs_numbers() {
+    let images: Vec<String> = (0..10).map(|i| format!("/{i}.png")).collect();
+    let text = plan(&format!(
+        "defaults: {{ min_gone_for: 10m }}\nwatches:\n  - {{ name: s, project: p, origin: 'https://e.com', images: {images:?} }}\n"
+    ));
+    assert!(
+        text.contains(
+            "gone: [404, 410] on 2 consecutive passes and for at least 10m (min_gone_for)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("max_purge_fraction 0.25: trips when more than 3 of 10 sources due or purged in the last 24h (guard_window) (fraction_floor 3, as 0.25 x 10 is 2.5)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("max_inconclusive_fraction 0.5: trips when more than 5 of 10 probe URLs inconclusive in one pass (0.5 x 10; fraction_floor is 3)"),
+        "{text}"
+    );
+    let text = plan(&format!(
+        "watches:\n  - {{ name: s, project: p, origin: 'https://e.com', max_purge_fraction: 1, guard_window: 90m, images: {images:?} }}\n"
+    ));
+    assert!(text.contains("max_purge_fraction 1: off"), "{text}");
+    assert!(!text.contains("min_gone_for"), "{text}");
 }

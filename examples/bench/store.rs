@@ -132,8 +132,13 @@ impl Store for NullStore {
     async fn pass_done(&self, _: &str, _: Millis) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn recent_calls(&self, _: &str, _: Endpoint, _: Millis) -> Result<usize, StoreError> {
-        Ok(0)
+    async fn recently_called(
+        &self,
+        _: &str,
+        _: Endpoint,
+        _: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
     }
     async fn discovered_at(&self, _: &str) -> Result<Option<Millis>, StoreError> {
         Ok(None)
@@ -217,8 +222,13 @@ impl Store for Timed {
     async fn pass_done(&self, w: &str, at: Millis) -> Result<(), StoreError> {
         self.inner.pass_done(w, at).await
     }
-    async fn recent_calls(&self, w: &str, e: Endpoint, s: Millis) -> Result<usize, StoreError> {
-        self.inner.recent_calls(w, e, s).await
+    async fn recently_called(
+        &self,
+        w: &str,
+        e: Endpoint,
+        s: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.recently_called(w, e, s).await
     }
     async fn discovered_at(&self, w: &str) -> Result<Option<Millis>, StoreError> {
         self.inner.discovered_at(w).await

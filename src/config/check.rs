@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::raw::{RawConfig, RawRules, RawVercel, RawWatch};
 use super::{Config, MAX_DEADLINE_SECONDS, Rules, VercelConfig, Watch};
@@ -15,8 +14,6 @@ use crate::schedule::CronSchedule;
 pub(super) const DEFAULT_STATE: &str = ".origin-watch/state.db";
 /// Version 1's default state file.
 const LEGACY_STATE: &str = ".origin-watch/state.json";
-/// How long an unreferenced source with nothing pending is remembered.
-const FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The bounds of the counts in `defaults:` and the watches.
 pub const MAX_CONCURRENCY: usize = 10_000;
 pub const MAX_PURGES_PER_PASS: usize = 1_000_000;
@@ -266,11 +263,39 @@ impl<'a> Checker<'a> {
             let k = at("max_purge_fraction", own.max_purge_fraction.is_some());
             self.problem(format!("{k}: {max_purge_fraction} is not between 0 and 1"));
         }
-        let forget_after = self.duration(
-            at("forget_after", own.forget_after.is_some()),
-            own.forget_after.as_ref().or(defaults.forget_after.as_ref()),
-            FORGET_AFTER,
+        // The guards of issue 14.
+        let min_gone_for = self.duration(
+            &at("min_gone_for", own.min_gone_for.is_some()),
+            pick!(min_gone_for, "0s".into()),
         );
+        let guard_window = self.duration(
+            &at("guard_window", own.guard_window.is_some()),
+            pick!(guard_window, "24h".into()),
+        );
+        let forget_after = self.duration(
+            &at("forget_after", own.forget_after.is_some()),
+            pick!(forget_after, "30d".into()),
+        );
+        let max_invalidate_fraction = pick!(max_invalidate_fraction, 0.25);
+        let max_inconclusive_fraction = pick!(max_inconclusive_fraction, 0.5);
+        let fraction_floor = pick!(fraction_floor, 3);
+        for (key, set_here, value) in [
+            (
+                "max_invalidate_fraction",
+                own.max_invalidate_fraction.is_some(),
+                max_invalidate_fraction,
+            ),
+            (
+                "max_inconclusive_fraction",
+                own.max_inconclusive_fraction.is_some(),
+                max_inconclusive_fraction,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                let k = at(key, set_here);
+                self.problem(format!("{k}: {value} is not between 0 and 1"));
+            }
+        }
         if self.problems.len() > before {
             return None;
         }
@@ -286,24 +311,21 @@ impl<'a> Checker<'a> {
             follow_redirects,
             max_purge_fraction,
             max_purges_per_pass,
+            min_gone_for: min_gone_for?,
+            max_invalidate_fraction,
+            max_inconclusive_fraction,
+            fraction_floor,
+            guard_window: guard_window?,
         })
     }
 
-    /// A duration key (`30d`, `10m`, `0s`), or its default when not set.
-    fn duration(
-        &mut self,
-        key: String,
-        text: Option<&String>,
-        default: Duration,
-    ) -> Option<Duration> {
-        let Some(text) = text else {
-            return Some(default);
-        };
-        match humantime::parse_duration(text) {
+    /// A duration key (`10m`, `24h`, `0s`); zero is allowed.
+    fn duration(&mut self, key: &str, text: String) -> Option<std::time::Duration> {
+        match humantime::parse_duration(&text) {
             Ok(d) => Some(d),
             Err(e) => {
                 self.problem(format!(
-                    "{key}: bad duration {text:?} ({e}); write e.g. 10m, 24h, 30d"
+                    "{key}: bad duration {text:?} ({e}); write e.g. 0s, 10m, 24h, 30d"
                 ));
                 None
             }

@@ -182,6 +182,14 @@ pub struct Rules {
     pub max_purges_per_pass: usize,
     /// An unreferenced source with nothing pending leaves the inventory after this long.
     pub forget_after: Duration,
+    /// A purge also needs the source first seen gone at least this long ago.
+    pub min_gone_for: Duration,
+    pub max_invalidate_fraction: f64,
+    pub max_inconclusive_fraction: f64,
+    /// The fraction guards never trip at or below this count.
+    pub fraction_floor: usize,
+    /// The fraction guards also count what was purged this long back.
+    pub guard_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -366,6 +374,57 @@ watches:
             crate::probe::ProbeRules::from(r),
             crate::probe::ProbeRules::default()
         );
+    }
+
+    #[test]
+    fn the_guard_keys_get_the_contract_defaults() {
+        let r = &Config::from_yaml(MINIMAL).unwrap().watches[0].rules;
+        assert_eq!(r.min_gone_for, Duration::ZERO);
+        assert_eq!(r.max_invalidate_fraction, 0.25);
+        assert_eq!(r.max_inconclusive_fraction, 0.5);
+        assert_eq!(r.fraction_floor, 3);
+        assert_eq!(r.guard_window, Duration::from_secs(24 * 3600));
+        let c = Config::from_yaml(&format!(
+            "defaults: {{ min_gone_for: 10m, guard_window: 1h, fraction_floor: 0, max_inconclusive_fraction: 1, max_invalidate_fraction: 0.1 }}\n{}",
+            MINIMAL.replace("images:", "guard_window: 0s\n    images:")
+        ))
+        .unwrap();
+        let r = &c.watches[0].rules;
+        assert_eq!(r.min_gone_for, Duration::from_secs(600));
+        assert_eq!(
+            r.guard_window,
+            Duration::ZERO,
+            "the watch overrides defaults"
+        );
+        assert_eq!(r.fraction_floor, 0);
+        assert_eq!(r.max_inconclusive_fraction, 1.0);
+        assert_eq!(r.max_invalidate_fraction, 0.1);
+    }
+
+    #[test]
+    fn bad_guard_keys_are_named() {
+        let e = problems(&format!(
+            "defaults: {{ min_gone_for: soon, max_inconclusive_fraction: 1.5, max_invalidate_fraction: -1 }}\n{}",
+            MINIMAL.replace("images:", "guard_window: a day\n    images:")
+        ));
+        assert!(
+            e.contains("defaults.min_gone_for: bad duration \"soon\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("watches[0] (site).guard_window: bad duration"),
+            "{e}"
+        );
+        assert!(
+            e.contains("defaults.max_inconclusive_fraction: 1.5 is not between 0 and 1"),
+            "{e}"
+        );
+        assert!(
+            e.contains("defaults.max_invalidate_fraction: -1 is not between 0 and 1"),
+            "{e}"
+        );
+        let e = problems(&format!("defaults: {{ fraction_floor: -1 }}\n{MINIMAL}"));
+        assert!(e.contains("fraction_floor"), "{e}");
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub struct RawRules {
     pub forget_after: Option<String>,
     // Discovery: only in `defaults:`; a watch sets its own `discover:` block.
     pub discover: Option<super::discover::RawDiscoverDefaults>,
+    // The guards of issue 14.
+    pub min_gone_for: Option<String>,
+    pub max_invalidate_fraction: Option<f64>,
+    pub max_inconclusive_fraction: Option<f64>,
+    pub fraction_floor: Option<usize>,
+    pub guard_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +81,12 @@ pub struct RawWatch {
     pub forget_after: Option<String>,
     // Discovery: the watch's `discover:` block.
     pub discover: Option<super::discover::RawDiscover>,
+    // The guards of issue 14.
+    pub min_gone_for: Option<String>,
+    pub max_invalidate_fraction: Option<f64>,
+    pub max_inconclusive_fraction: Option<f64>,
+    pub fraction_floor: Option<usize>,
+    pub guard_window: Option<String>,
 }
 
 impl RawWatch {
@@ -93,6 +105,11 @@ impl RawWatch {
             max_purges_per_pass: self.max_purges_per_pass,
             forget_after: self.forget_after.clone(),
             discover: None,
+            min_gone_for: self.min_gone_for.clone(),
+            max_invalidate_fraction: self.max_invalidate_fraction,
+            max_inconclusive_fraction: self.max_inconclusive_fraction,
+            fraction_floor: self.fraction_floor,
+            guard_window: self.guard_window.clone(),
         }
     }
 }

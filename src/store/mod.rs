@@ -331,13 +331,14 @@ pub trait Store: Send + Sync {
     /// Notes that a pass of `watch` completed at `at`.
     async fn pass_done(&self, watch: &str, at: Millis) -> Result<(), StoreError>;
 
-    /// Distinct sources of `watch` that a 200 from `endpoint` covered since `since`.
-    async fn recent_calls(
+    /// Distinct sources of `watch` that a 200 from `endpoint` covered since
+    /// `since` (the fraction guards' rolling window).
+    async fn recently_called(
         &self,
         watch: &str,
         endpoint: Endpoint,
         since: Millis,
-    ) -> Result<usize, StoreError>;
+    ) -> Result<Vec<String>, StoreError>;
 
     /// When discovery last succeeded for `watch`.
     async fn discovered_at(&self, watch: &str) -> Result<Option<Millis>, StoreError>;

@@ -648,18 +648,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn recent_calls(&self, watch: &str, endpoint: Endpoint, since: Millis) -> Result<usize> {
+    async fn recently_called(
+        &self,
+        watch: &str,
+        endpoint: Endpoint,
+        since: Millis,
+    ) -> Result<Vec<String>> {
         let watch = watch.to_owned();
-        self.with("count recent calls", move |conn| {
-            conn.query_row(
-                "SELECT COUNT(DISTINCT ls.src) FROM ledger l
+        self.with("read recent calls", move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT ls.src FROM ledger l
                  JOIN ledger_sources ls ON ls.ledger_id = l.id
                  JOIN sources s ON s.watch = ?1 AND s.src = ls.src
-                 WHERE l.endpoint = ?2 AND l.status = 200 AND l.at >= ?3",
-                params![watch, endpoint.as_str(), since],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as usize)
+                 WHERE l.endpoint = ?2 AND l.status = 200 AND l.at > ?3",
+            )?;
+            let rows = stmt.query_map(params![watch, endpoint.as_str(), since], |r| r.get(0))?;
+            rows.collect()
         })
         .await
     }

@@ -174,6 +174,19 @@ impl Harness {
             .collect()
     }
 
+    /// One pass as if it started at `now` (for `min_gone_for` and `guard_window`).
+    pub async fn pass_at(&self, config: &Config, now: chrono::DateTime<chrono::Utc>) -> Ran {
+        let (ctx, lines) = self.context(config, false, TOKEN).await;
+        let outcome =
+            origin_watch::pass::run_pass_at(&ctx, &config.watches, &CancellationToken::new(), now)
+                .await
+                .unwrap();
+        Ran {
+            outcome,
+            records: lines.take_json_lines(),
+        }
+    }
+
     /// The sources of every call the fake API answered, per call.
     pub fn batches(&self) -> Vec<Vec<String>> {
         self.api.calls().into_iter().map(|c| c.src_images).collect()
