@@ -70,6 +70,18 @@ pub struct Metrics {
     last_pass: Family<WatchLabel, FloatGauge>,
     pass_duration: Family<WatchLabel, FloatGauge>,
     sources: Family<WatchLabel, Gauge>,
+    discoveries: Family<WatchOutcome, Counter>,
+    discovered: Family<WatchLabel, Counter>,
+    discovered_new: Family<WatchLabel, Counter>,
+    discovery_pages: Family<WatchLabel, Counter>,
+    discovery_errors: Family<WatchLabel, Counter>,
+}
+
+/// A watch and how something of it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct WatchOutcome {
+    watch: String,
+    outcome: String,
 }
 
 impl Default for Metrics {
@@ -89,6 +101,11 @@ impl Metrics {
             last_pass: Family::default(),
             pass_duration: Family::default(),
             sources: Family::default(),
+            discoveries: Family::default(),
+            discovered: Family::default(),
+            discovered_new: Family::default(),
+            discovery_pages: Family::default(),
+            discovery_errors: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -126,6 +143,31 @@ impl Metrics {
             "origin_watch_sources",
             "Sources configured in a watch",
             m.sources.clone(),
+        );
+        registry.register(
+            "origin_watch_discoveries",
+            "Discoveries run, by outcome (complete or partial)",
+            m.discoveries.clone(),
+        );
+        registry.register(
+            "origin_watch_discovered_sources",
+            "Sources found by discovery (counted each time they are found)",
+            m.discovered.clone(),
+        );
+        registry.register(
+            "origin_watch_discovered_new_sources",
+            "Sources discovery found that the inventory did not know",
+            m.discovered_new.clone(),
+        );
+        registry.register(
+            "origin_watch_discovery_pages",
+            "Pages read by discovery",
+            m.discovery_pages.clone(),
+        );
+        registry.register(
+            "origin_watch_discovery_errors",
+            "Sitemaps, pages or lists discovery could not read",
+            m.discovery_errors.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -169,6 +211,21 @@ impl Metrics {
                 outcome: outcome.into(),
             }));
         }
+        for outcome in ["complete", "partial"] {
+            drop(self.discoveries.get_or_create(&WatchOutcome {
+                watch: w(),
+                outcome: outcome.into(),
+            }));
+        }
+        let label = WatchLabel { watch: w() };
+        for family in [
+            &self.discovered,
+            &self.discovered_new,
+            &self.discovery_pages,
+            &self.discovery_errors,
+        ] {
+            drop(family.get_or_create(&label));
+        }
     }
 
     /// Drops every series of a watch that a reload removed, so alerts on
@@ -193,7 +250,21 @@ impl Metrics {
                 guard: g.as_str().into(),
             });
         }
+        for outcome in ["complete", "partial"] {
+            self.discoveries.remove(&WatchOutcome {
+                watch: w(),
+                outcome: outcome.into(),
+            });
+        }
         let label = WatchLabel { watch: w() };
+        for family in [
+            &self.discovered,
+            &self.discovered_new,
+            &self.discovery_pages,
+            &self.discovery_errors,
+        ] {
+            family.remove(&label);
+        }
         self.last_pass.remove(&label);
         self.pass_duration.remove(&label);
         self.sources.remove(&label);
@@ -255,6 +326,22 @@ impl PassObserver for Metrics {
         self.pass_duration
             .get_or_create(&w)
             .set(s.duration.as_secs_f64());
+        if let Some(d) = &s.discovery {
+            self.discoveries
+                .get_or_create(&WatchOutcome {
+                    watch: s.watch.clone(),
+                    outcome: if d.complete { "complete" } else { "partial" }.into(),
+                })
+                .inc();
+            self.discovered.get_or_create(&w).inc_by(d.found as u64);
+            self.discovered_new.get_or_create(&w).inc_by(d.new as u64);
+            self.discovery_pages
+                .get_or_create(&w)
+                .inc_by(d.pages_read as u64);
+            self.discovery_errors
+                .get_or_create(&w)
+                .inc_by(d.errors as u64);
+        }
     }
 }
 

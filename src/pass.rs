@@ -8,6 +8,7 @@
 //! and changed rows are written in batches as the pass goes, so a pass over
 //! a million sources holds only the compact records and the sources due.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use crate::guard::{self, Canary, Guard, GuardInput};
 use crate::plan::{self, Stopped, Wanted};
 use crate::policy::{self, Decision, Step};
 use crate::probe::{Observation, ProbeRules, Prober, Verdict};
-use crate::report::{Record, Reporter, WatchSummary, now_rfc3339};
+use crate::report::{DiscoverySummary, Record, Reporter, WatchSummary, now_rfc3339};
 use crate::sources::{ProbeTarget, Source, SourceList};
 use crate::store::{
     Endpoint, HistoryRow, LedgerEntry, Millis, Rec, RowWrite, Store, StoreError, millis,
@@ -381,6 +382,126 @@ fn remembered_part(
     )
 }
 
+/// Runs the watch's discovery when it is due (always in a dry run; else
+/// when the last successful one is older than `every`), records what it
+/// found, and returns the discovered sources the config does not list, as
+/// a part of the pass. A failed or partial discovery only adds: the sources
+/// it did not see keep their last referenced time.
+async fn discover(
+    ctx: &PassContext,
+    watch: &Watch,
+    cancel: &CancellationToken,
+    now: DateTime<Utc>,
+) -> Result<(Option<DiscoverySummary>, Option<Part>), StoreError> {
+    let Some(settings) = &watch.discover else {
+        return Ok((None, None));
+    };
+    let now_ms = millis(now);
+    let last_ok = ctx.store.discovered_at(&watch.name).await?;
+    let every = settings.every.as_millis() as Millis;
+    let due = ctx.dry_run() || last_ok.is_none_or(|t| now_ms.saturating_sub(t) >= every);
+    let configured: HashSet<&str> = watch.sources.iter().map(|s| &*s.src).collect();
+    let mut summary = None;
+    if due {
+        let before = ctx.store.discovered_sources(&watch.name).await?;
+        let found = match crate::discover::Discoverer::new(ctx.prober.clone()) {
+            Ok(d) => d.discover_watch(watch, cancel).await,
+            Err(e) => {
+                tracing::error!(watch = %watch.name, error = %e, "discovery could not start");
+                None
+            }
+        };
+        let found = found.unwrap_or_else(|| crate::discover::Discovery {
+            errors: vec!["discovery could not start".to_owned()],
+            ..Default::default()
+        });
+        for e in &found.errors {
+            tracing::warn!(watch = %watch.name, error = %e, "discovery incomplete; nothing it did not see is unreferenced");
+        }
+        // Each found source with the URL it is probed at, as configured ones.
+        let mut builder = crate::sources::Builder::new(watch.origin.as_deref());
+        let mut found_on: HashMap<&str, &str> = HashMap::with_capacity(found.sources.len());
+        for f in &found.sources {
+            builder.add(
+                &|| format!("discovered source (on {})", f.found_on),
+                &f.src,
+                None,
+            );
+            found_on.entry(&f.src).or_insert(&f.found_on);
+        }
+        let (list, problems) = builder.finish();
+        for p in problems {
+            tracing::warn!(watch = %watch.name, problem = %p, "a discovered source is skipped");
+        }
+        let rows: Vec<(String, String, String)> = list
+            .probes
+            .iter()
+            .flat_map(|p| {
+                let url = list.probe_url(watch.origin.as_deref(), p).into_owned();
+                list.sources_of(p)
+                    .iter()
+                    .map(move |s| (s.src.to_string(), url.clone()))
+            })
+            .map(|(src, url)| {
+                let on = found_on
+                    .get(src.as_str())
+                    .copied()
+                    .unwrap_or_default()
+                    .to_owned();
+                (src, url, on)
+            })
+            .collect();
+        let known: HashSet<&str> = before.iter().map(|(s, _)| s.as_str()).collect();
+        let new = rows
+            .iter()
+            .filter(|(s, _, _)| !known.contains(s.as_str()) && !configured.contains(s.as_str()))
+            .count();
+        let mut complete = found.complete();
+        if rows.is_empty() && !before.is_empty() {
+            // A site that suddenly shows no image is more likely broken (or
+            // the crawl blocked) than emptied: keep the last discovery.
+            tracing::warn!(watch = %watch.name, last = before.len(), "discovery found no source where the last one found some; not counted as successful");
+            complete = false;
+        }
+        tracing::info!(
+            watch = %watch.name,
+            found = rows.len(),
+            new,
+            pages_read = found.pages_read,
+            sitemaps_read = found.sitemaps_read,
+            errors = found.errors.len(),
+            complete,
+            elapsed_ms = found.elapsed.as_millis() as u64,
+            "discovered"
+        );
+        summary = Some(DiscoverySummary {
+            found: rows.len(),
+            new,
+            pages_read: found.pages_read,
+            errors: found.errors.len(),
+            complete,
+        });
+        ctx.store
+            .discovered(&watch.name, rows, now_ms, complete)
+            .await?;
+    }
+    let discovered = ctx.store.discovered_sources(&watch.name).await?;
+    let mut builder = crate::sources::Builder::new(watch.origin.as_deref());
+    for (src, _) in discovered
+        .iter()
+        .filter(|(s, _)| !configured.contains(s.as_str()))
+    {
+        builder.add(&|| format!("discovered source {src:?}"), src, None);
+    }
+    let (list, _) = builder.finish();
+    let part = (!list.sources.is_empty()).then(|| Part {
+        list: List::Built(Arc::new(list)),
+        referenced: true,
+        seen_in: "discovery",
+    });
+    Ok((summary, part))
+}
+
 /// Probes a watch and judges every source; reports what needs no API call.
 async fn observe(
     ctx: &PassContext,
@@ -396,12 +517,13 @@ async fn observe(
         referenced: true,
         seen_in: "config",
     };
+    let (discovery, discovered) = discover(ctx, &watch, cancel, now).await?;
+    let mut referenced = vec![configured];
+    referenced.extend(discovered);
     let listed: Arc<Vec<Arc<str>>> = Arc::new(
-        configured
-            .list
-            .sources()
+        referenced
             .iter()
-            .map(|s| s.src.clone())
+            .flat_map(|p| p.list.sources().iter().map(|s| s.src.clone()))
             .collect(),
     );
     let forget_before = now_ms.saturating_sub(watch.rules.forget_after.as_millis() as Millis);
@@ -409,10 +531,19 @@ async fn observe(
     if loaded.forgotten > 0 {
         tracing::info!(watch = %watch.name, forgotten = loaded.forgotten, forget_after = ?watch.rules.forget_after, "unreferenced sources with nothing pending left the inventory");
     }
+    // The records, split back along the parts they were listed in.
+    let mut recs = loaded.recs.into_iter();
+    let mut parts: Vec<(Part, Vec<Option<Rec>>)> = referenced
+        .into_iter()
+        .map(|p| {
+            let n = p.list.sources().len();
+            (p, recs.by_ref().take(n).collect())
+        })
+        .collect();
     let (remembered, remembered_recs) = remembered_part(&watch, loaded.remembered);
-    let mut parts = vec![(configured, loaded.recs)];
-    if !remembered.list.sources().is_empty() {
-        tracing::info!(watch = %watch.name, remembered = remembered.list.sources().len(), "probing sources the config no longer lists");
+    let remembered_count = remembered.list.sources().len();
+    if remembered_count > 0 {
+        tracing::info!(watch = %watch.name, remembered = remembered_count, "probing sources no longer configured or discovered");
         parts.push((remembered, remembered_recs));
     }
     let sources: usize = parts.iter().map(|(p, _)| p.list.sources().len()).sum();
@@ -424,6 +555,8 @@ async fn observe(
         sources,
         probes,
         dry_run: ctx.dry_run(),
+        remembered: remembered_count,
+        discovery,
         ..WatchSummary::default()
     };
     let canary = canary(ctx, &watch, &rules).await;

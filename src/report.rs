@@ -210,6 +210,24 @@ pub struct WatchSummary {
     pub pending: Vec<(String, String)>,
     pub dry_run: bool,
     pub interrupted: bool,
+    /// Sources probed that no longer are configured or discovered.
+    pub remembered: usize,
+    /// What this pass's discovery found, when one ran.
+    pub discovery: Option<DiscoverySummary>,
+}
+
+/// A discovery's figures, for the summary and the metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DiscoverySummary {
+    /// Sources found by this discovery.
+    pub found: usize,
+    /// Of those, sources the inventory did not know.
+    pub new: usize,
+    pub pages_read: usize,
+    pub errors: usize,
+    /// No error, and not an unexplained empty result: it counts as the
+    /// watch's latest successful discovery.
+    pub complete: bool,
 }
 
 /// At most this many pending sources are listed in a dry run's summary.
@@ -271,6 +289,26 @@ impl fmt::Display for WatchSummary {
             if self.api_calls == 1 { "" } else { "s" },
             self.duration.as_secs_f64()
         )?;
+        if self.remembered > 0 {
+            write!(f, "; {} remembered (no longer referenced)", self.remembered)?;
+        }
+        if let Some(d) = &self.discovery {
+            write!(
+                f,
+                "; discovered {} ({} new) on {} page{}, {} error{}{}",
+                d.found,
+                d.new,
+                d.pages_read,
+                if d.pages_read == 1 { "" } else { "s" },
+                d.errors,
+                if d.errors == 1 { "" } else { "s" },
+                if d.complete {
+                    ""
+                } else {
+                    " (incomplete: nothing unreferenced)"
+                }
+            )?;
+        }
         if self.interrupted {
             write!(
                 f,
