@@ -27,14 +27,26 @@ pub enum Guard {
     Canary,
     Inconclusive,
     MaxPurgeFraction,
+    MaxInvalidateFraction,
     MaxPurgesPerPass,
 }
 
+/// What the sources due are due for: the two calls are guarded apart, each
+/// by its own fraction (the canary, the inconclusive guard and the per-pass
+/// cap apply to both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Action {
+    #[default]
+    Purge,
+    Invalidate,
+}
+
 impl Guard {
-    pub const ALL: [Guard; 4] = [
+    pub const ALL: [Guard; 5] = [
         Guard::Canary,
         Guard::Inconclusive,
         Guard::MaxPurgeFraction,
+        Guard::MaxInvalidateFraction,
         Guard::MaxPurgesPerPass,
     ];
 
@@ -43,6 +55,7 @@ impl Guard {
             Guard::Canary => "canary",
             Guard::Inconclusive => "inconclusive",
             Guard::MaxPurgeFraction => "max_purge_fraction",
+            Guard::MaxInvalidateFraction => "max_invalidate_fraction",
             Guard::MaxPurgesPerPass => "max_purges_per_pass",
         }
     }
@@ -84,7 +97,10 @@ pub struct GuardInput {
     /// not due now (the caller keeps the two apart: a source counts once).
     pub recent: usize,
     pub canary: Canary,
+    /// What `due` and `recent` are due for or got.
+    pub action: Action,
     pub max_purge_fraction: f64,
+    pub max_invalidate_fraction: f64,
     pub max_inconclusive_fraction: f64,
     pub fraction_floor: usize,
     pub max_purges_per_pass: usize,
@@ -161,28 +177,37 @@ pub fn check(input: &GuardInput) -> GuardOutcome {
         );
     }
     let count = input.due.saturating_add(input.recent);
-    if count
-        > limit(
+    let (guard, fraction, due_for, done, looks) = match input.action {
+        Action::Purge => (
+            Guard::MaxPurgeFraction,
             input.max_purge_fraction,
-            input.sources,
-            input.fraction_floor,
-        )
-    {
+            "purge",
+            "purged",
+            "the origin looks broken",
+        ),
+        Action::Invalidate => (
+            Guard::MaxInvalidateFraction,
+            input.max_invalidate_fraction,
+            "invalidation",
+            "invalidated",
+            "a deploy may have rewritten every file's validators without new bytes",
+        ),
+    };
+    if count > limit(fraction, input.sources, input.fraction_floor) {
         let parts = if input.recent == 0 {
             String::new()
         } else {
             format!(
-                "{} due now, {} purged within guard_window; ",
+                "{} due now, {} {done} within guard_window; ",
                 input.due, input.recent
             )
         };
         return withhold(
-            Guard::MaxPurgeFraction,
+            guard,
             format!(
-                "{count} of {} sources due for purge ({parts}{:.1}%) is more than max_purge_fraction {} and more than fraction_floor {}; the origin looks broken",
+                "{count} of {} sources due for {due_for} ({parts}{:.1}%) is more than {guard} {fraction} and more than fraction_floor {}; {looks}",
                 input.sources,
                 percent(count, input.sources),
-                input.max_purge_fraction,
                 input.fraction_floor
             ),
         );
@@ -234,7 +259,9 @@ mod tests {
             due,
             recent: 0,
             canary: Canary::NotConfigured,
+            action: Action::Purge,
             max_purge_fraction: 0.25,
+            max_invalidate_fraction: 0.25,
             max_inconclusive_fraction: 0.5,
             fraction_floor: 3,
             max_purges_per_pass: 500,
@@ -515,6 +542,26 @@ mod tests {
         assert_eq!(passes(DAY, &daily), [Some(10); 4]);
     }
 
+    #[test]
+    fn invalidations_have_their_own_fraction_and_words() {
+        let mut i = input(100, 26);
+        i.action = Action::Invalidate;
+        i.max_purge_fraction = 1.0;
+        let (g, why) = check(&i).tripped.unwrap();
+        assert_eq!(g, Guard::MaxInvalidateFraction);
+        assert!(g.is_alarm());
+        assert!(
+            why.starts_with("26 of 100 sources due for invalidation (26.0%) is more than max_invalidate_fraction 0.25"),
+            "{why}"
+        );
+        i.max_invalidate_fraction = 0.3;
+        i.max_purge_fraction = 0.0;
+        assert_eq!(check(&i).allowed, 26, "the purge fraction does not apply");
+        // The per-pass cap applies to invalidations too.
+        i.max_purges_per_pass = 10;
+        assert_eq!(check(&i).allowed, 10);
+    }
+
     // The inconclusive guard
 
     fn blind(probes: usize, inconclusive: usize, due: usize) -> GuardInput {
@@ -595,6 +642,7 @@ mod tests {
                 "canary",
                 "inconclusive",
                 "max_purge_fraction",
+                "max_invalidate_fraction",
                 "max_purges_per_pass"
             ]
         );

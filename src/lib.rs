@@ -14,6 +14,7 @@
 //! - [`probe`]: HTTP probes of origin URLs into [`probe::Observation`]s; decides nothing.
 //!   [`transport`] is its HTTP client.
 //! - [`policy`]: pure decisions from an observation and the previous state.
+//! - [`judge`]: pure: one source's observation and record -> its decision, what to write, or the call it is due for.
 //! - [`guard`]: pure blast-radius checks over a whole pass.
 //! - [`plan`]: pure: settled decisions into API batches per (endpoint, project, team, slug).
 //! - [`vercel`]: the purge API client (batches of at most 8, retries, error mapping).
@@ -34,6 +35,7 @@ pub mod config;
 pub mod discover;
 pub mod exit;
 pub mod guard;
+pub mod judge;
 pub mod logsink;
 pub mod metrics;
 pub mod pass;

@@ -552,6 +552,7 @@ mod tests {
             note: None,
             attempts: 1,
             elapsed: Duration::ZERO,
+            validators: None,
         };
         m.probed("site", &obs, 1);
         m.decided("site", Decision::Purge);

@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Watch;
 use crate::exit::Exit;
-use crate::guard::{self, Canary, Guard, GuardInput};
+use crate::guard::{self, Action, Canary, Guard, GuardInput};
+use crate::judge::{self, Due, Judged, Listing};
 use crate::plan::{self, Stopped, Wanted};
-use crate::policy::{self, Decision, Step};
+use crate::policy::Decision;
 use crate::probe::{Observation, ProbeRules, Prober, Verdict};
 use crate::report::{DiscoverySummary, Record, Reporter, WatchSummary, now_rfc3339};
 use crate::sources::{ProbeTarget, Source, SourceList};
@@ -135,21 +136,6 @@ impl List {
     }
 }
 
-/// A source confirmed gone and not yet purged in its episode.
-struct Due {
-    src: Arc<str>,
-    probe: Arc<str>,
-    status: Option<u16>,
-    reason: String,
-    first_gone: DateTime<Utc>,
-    referenced: bool,
-    /// The record after this pass's observation (decision still open).
-    rec: Rec,
-    old_decision: Option<Decision>,
-    /// Set once the guards or the API have spoken.
-    decision: Option<(Decision, String)>,
-}
-
 /// The pass's writes, flushed in batches with at most one in flight.
 struct Writer {
     store: Arc<dyn Store>,
@@ -228,8 +214,8 @@ struct Work {
     writer: Writer,
     /// Sources in the pass (configured and remembered).
     sources: usize,
-    /// Sources purged within `guard_window` and not due now.
-    recent: usize,
+    /// Sources purged (invalidated) within `guard_window` and not due now.
+    recent: [usize; 2],
 }
 
 /// Runs one pass over `watches`. Cancelling `cancel` stops new probes and
@@ -280,7 +266,7 @@ pub async fn run_pass_at(
                     src: &due.src,
                     probe: &due.probe,
                     status: due.status,
-                    verdict: Verdict::Gone,
+                    verdict: due.verdict,
                     decision,
                     reason: &reason,
                     error: None,
@@ -563,7 +549,6 @@ async fn observe(
     let mut writer = Writer::new(ctx.store.clone(), &watch.name);
     let mut due = Vec::new();
     let mut inconclusive = 0;
-    let (confirmations, min_gone_for) = (watch.rules.confirmations, watch.rules.min_gone_for);
 
     {
         let lists: Arc<[List]> = parts.iter().map(|(p, _)| p.list.clone()).collect();
@@ -602,30 +587,30 @@ async fn observe(
             inconclusive += usize::from(obs.verdict == Verdict::Inconclusive);
             let first = target.first as usize;
             let range = first..first + target.count as usize;
+            let listing = Listing {
+                referenced: part.referenced,
+                seen_in: part.seen_in,
+            };
             for (source, slot) in part.list.sources()[range.clone()]
                 .iter()
                 .zip(&mut recs[range])
             {
                 let source: &Source = source;
-                let old = slot.take();
-                let j = policy::judge(
+                match judge::judge(
+                    &source.src,
+                    &url,
                     &obs,
-                    old.as_ref().and_then(|r| r.episode.as_ref()),
-                    confirmations,
-                    min_gone_for,
+                    slot.take(),
+                    listing,
+                    &watch.rules,
                     now,
-                );
-                let mut rec = old
-                    .clone()
-                    .unwrap_or_else(|| Rec::new(now_ms, part.referenced));
-                rec.set_referenced(part.referenced, now_ms);
-                rec.last_verdict = Some(obs.verdict);
-                rec.last_status = obs.status;
-                let first_gone = j.next.as_ref().map(|e| e.first_gone);
-                rec.episode = j.next;
-                let old_decision = old.as_ref().and_then(|r| r.last_decision);
-                match j.step.decision() {
-                    Some(d) => {
+                ) {
+                    Judged::Settled {
+                        decision,
+                        reason,
+                        row,
+                        history,
+                    } => {
                         emit(
                             ctx,
                             &mut summary,
@@ -635,57 +620,17 @@ async fn observe(
                                 probe: &url,
                                 status: obs.status,
                                 verdict: obs.verdict,
-                                decision: d,
-                                reason: &j.reason,
+                                decision,
+                                reason: &reason,
                                 error: obs.error.as_deref(),
                                 referenced: part.referenced,
                             },
                         );
-                        rec.last_decision = Some(d);
-                        let history = (old_decision != Some(d)).then(|| HistoryRow {
-                            at: now_ms,
-                            time: String::new(),
-                            src: source.src.clone(),
-                            decision: d,
-                            status: obs.status,
-                            reason: j.reason.clone(),
-                        });
-                        let row = (old.as_ref() != Some(&rec)).then(|| RowWrite {
-                            src: source.src.clone(),
-                            probe: url.to_string(),
-                            seen_in: old.is_none().then(|| part.seen_in.to_owned()),
-                            rec,
-                            validators: None,
-                            candidate: None,
-                        });
                         writer.push(row, history).await;
                     }
-                    None => {
-                        debug_assert_eq!(j.step, Step::Due);
-                        if old.is_none() {
-                            // New and due at once (confirmations 1): the row
-                            // must exist before a call's effect updates it.
-                            let row = RowWrite {
-                                src: source.src.clone(),
-                                probe: url.to_string(),
-                                seen_in: Some(part.seen_in.to_owned()),
-                                rec: rec.clone(),
-                                validators: None,
-                                candidate: None,
-                            };
-                            writer.push(Some(row), None).await;
-                        }
-                        due.push(Due {
-                            src: source.src.clone(),
-                            probe: url.clone(),
-                            status: obs.status,
-                            reason: j.reason,
-                            first_gone: first_gone.unwrap_or(now),
-                            referenced: part.referenced,
-                            rec,
-                            old_decision,
-                            decision: None,
-                        });
+                    Judged::Due { due: d, row } => {
+                        writer.push(row, None).await;
+                        due.push(*d);
                     }
                 }
             }
@@ -700,28 +645,32 @@ async fn observe(
     writer.settle().await;
 
     // Oldest gone first, so a capped pass purges the longest-gone sources.
-    due.sort_by(|a, b| {
-        a.first_gone
-            .cmp(&b.first_gone)
-            .then_with(|| a.src.cmp(&b.src))
-    });
+    due.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.src.cmp(&b.src)));
     // The rolling window: distinct sources of this watch (this shard: its
-    // own store) that a delete call covered within `guard_window`, from
-    // the ledger, less those due again now (counted once).
+    // own store) that a call covered within `guard_window`, from the
+    // ledger, less those due again now (counted once), per endpoint.
     let since = now_ms.saturating_sub(watch.rules.guard_window.as_millis() as Millis);
-    let called = ctx
-        .store
-        .recently_called(&watch.name, Endpoint::Delete, since)
-        .await?;
-    let recent = if called.is_empty() {
-        0
-    } else {
-        let due_now: std::collections::HashSet<&str> = due.iter().map(|d| &*d.src).collect();
-        called
-            .iter()
-            .filter(|s| !due_now.contains(s.as_str()))
-            .count()
-    };
+    let mut recent = [0usize; 2];
+    for (slot, endpoint) in [Endpoint::Delete, Endpoint::Invalidate]
+        .into_iter()
+        .enumerate()
+    {
+        let called = ctx
+            .store
+            .recently_called(&watch.name, endpoint, since)
+            .await?;
+        if !called.is_empty() {
+            let due_now: HashSet<&str> = due
+                .iter()
+                .filter(|d| d.endpoint == endpoint)
+                .map(|d| &*d.src)
+                .collect();
+            recent[slot] = called
+                .iter()
+                .filter(|s| !due_now.contains(s.as_str()))
+                .count();
+        }
+    }
     Ok(Work {
         watch,
         due,
@@ -752,25 +701,49 @@ async fn probe_one(
 /// Applies the blast-radius guards to one watch's due sources.
 fn apply_guards(ctx: &PassContext, work: &mut Work) {
     let rules = &work.watch.rules;
-    let input = GuardInput {
+    let input = |action: Action, due: usize, recent: usize| GuardInput {
         sources: work.sources,
         probes: work.summary.probes,
         inconclusive: work.inconclusive,
-        due: work.due.len(),
-        recent: work.recent,
+        due,
+        recent,
         canary: work.canary.clone(),
+        action,
         max_purge_fraction: rules.max_purge_fraction,
+        max_invalidate_fraction: rules.max_invalidate_fraction,
         max_inconclusive_fraction: rules.max_inconclusive_fraction,
         fraction_floor: rules.fraction_floor,
         max_purges_per_pass: rules.max_purges_per_pass,
     };
-    let outcome = guard::check(&input);
+    let count = |endpoint| work.due.iter().filter(|d| d.endpoint == endpoint).count();
+    let (purges, invalidations) = (count(Endpoint::Delete), count(Endpoint::Invalidate));
+    let purge = input(Action::Purge, purges, work.recent[0]);
+    let mut outcomes = vec![(Endpoint::Delete, guard::check(&purge))];
+    // The canary and the inconclusive guard speak for the whole watch:
+    // once they trip, invalidations are withheld with the purges.
+    let watch_wide = matches!(
+        outcomes[0].1.tripped,
+        Some((Guard::Inconclusive | Guard::Canary, _))
+    );
+    if watch_wide {
+        outcomes.push((Endpoint::Invalidate, outcomes[0].1.clone()));
+    } else {
+        let invalidate = input(Action::Invalidate, invalidations, work.recent[1]);
+        outcomes.push((Endpoint::Invalidate, guard::check(&invalidate)));
+    }
     // A preview says what the pending would meet once confirmed.
     let pending = work.summary.count(Decision::Pending);
-    if ctx.dry_run() && pending > 0 && outcome.tripped.as_ref().is_none_or(|(g, _)| !g.is_alarm()) {
+    let purge_outcome = &outcomes[0].1;
+    if ctx.dry_run()
+        && pending > 0
+        && purge_outcome
+            .tripped
+            .as_ref()
+            .is_none_or(|(g, _)| !g.is_alarm())
+    {
         let later = guard::check(&GuardInput {
-            due: input.due + pending,
-            ..input
+            due: purges + pending,
+            ..purge
         });
         if let Some((g, why)) = later.tripped.filter(|(g, _)| g.is_alarm()) {
             work.summary.guard_forecast = Some(format!(
@@ -778,29 +751,44 @@ fn apply_guards(ctx: &PassContext, work: &mut Work) {
             ));
         }
     }
-    if let Some((g, why)) = &outcome.tripped {
-        tracing::warn!(
-            watch = %work.watch.name,
-            guard = g.as_str(),
-            due = work.due.len(),
-            recent = work.recent,
-            sources = work.sources,
-            inconclusive = work.inconclusive,
-            probes = work.summary.probes,
-            withheld = work.due.len() - outcome.allowed,
-            reason = %why,
-            "guard withheld purges"
-        );
-        if let Some(o) = &ctx.observer {
-            o.guard_tripped(&work.watch.name, *g);
+    let mut reported: Vec<Guard> = Vec::new();
+    for (endpoint, outcome) in outcomes {
+        let Some((g, why)) = &outcome.tripped else {
+            continue;
+        };
+        let mine = |d: &&mut Due| d.endpoint == endpoint;
+        let due = work.due.iter_mut().filter(mine).count();
+        if due == 0 && reported.contains(g) {
+            continue;
+        }
+        if !reported.contains(g) {
+            reported.push(*g);
+            tracing::warn!(
+                watch = %work.watch.name,
+                guard = g.as_str(),
+                endpoint = endpoint.as_str(),
+                due,
+                recent = work.recent[usize::from(endpoint == Endpoint::Invalidate)],
+                sources = work.sources,
+                inconclusive = work.inconclusive,
+                probes = work.summary.probes,
+                withheld = due.saturating_sub(outcome.allowed),
+                reason = %why,
+                "guard withheld purges"
+            );
+            if let Some(o) = &ctx.observer {
+                o.guard_tripped(&work.watch.name, *g);
+            }
         }
         if g.is_alarm() {
-            work.summary.guard_alarm = Some(format!("{g}: {why}"));
+            work.summary
+                .guard_alarm
+                .get_or_insert(format!("{g}: {why}"));
         }
-        for due in &mut work.due[outcome.allowed..] {
-            due.decision = Some((
+        for d in work.due.iter_mut().filter(mine).skip(outcome.allowed) {
+            d.decision = Some((
                 Decision::Withheld,
-                format!("{}; withheld by {g}: {why}", due.reason),
+                format!("{}; withheld by {g}: {why}", d.reason),
             ));
         }
     }
@@ -833,13 +821,17 @@ async fn call(
                 continue;
             }
             if ctx.vercel.is_none() {
-                due.decision = Some((Decision::WouldPurge, due.reason.clone()));
+                let would = match due.endpoint {
+                    Endpoint::Delete => Decision::WouldPurge,
+                    Endpoint::Invalidate => Decision::WouldInvalidate,
+                };
+                due.decision = Some((would, due.reason.clone()));
             } else if interrupted {
                 held_for_shutdown = true;
                 due.decision = Some((Decision::Withheld, shutdown_withheld(&due.reason)));
             } else {
                 wanted.push(Wanted {
-                    endpoint: Endpoint::Delete,
+                    endpoint: due.endpoint,
                     target: target.clone(),
                     src: due.src.clone(),
                     key: (wi, di),
@@ -891,23 +883,8 @@ async fn call(
                         .flatten()
                         .map(|&(wi, di)| {
                             let work = &mut works[wi];
-                            let due = &mut work.due[di];
-                            if let Some(ep) = due.rec.episode.as_mut() {
-                                policy::mark_purged(ep, now);
-                            }
-                            let mut rec = due.rec.clone();
-                            rec.last_decision = Some(Decision::Purge);
-                            (
-                                work.watch.name.clone(),
-                                RowWrite {
-                                    src: due.src.clone(),
-                                    probe: due.probe.to_string(),
-                                    rec,
-                                    validators: None,
-                                    candidate: None,
-                                    seen_in: None,
-                                },
-                            )
+                            let row = work.due[di].succeeded(now);
+                            (work.watch.name.clone(), row)
                         })
                         .collect(),
                     Err(_) => Vec::new(),
@@ -954,16 +931,17 @@ async fn call(
         for &(wi, di) in batch.askers.iter().flatten() {
             let work = &mut works[wi];
             let due = &mut work.due[di];
+            let (done, failed) = match due.endpoint {
+                Endpoint::Delete => (Decision::Purge, "purge failed"),
+                Endpoint::Invalidate => (Decision::Invalidate, "invalidate failed"),
+            };
             due.decision = Some(match &sent {
-                Ok(()) => (Decision::Purge, due.reason.clone()),
+                Ok(()) => (done, due.reason.clone()),
                 Err(PurgeError::ShuttingDown) => {
                     work.summary.interrupted = true;
                     (Decision::Withheld, shutdown_withheld(&due.reason))
                 }
-                Err(e) => (
-                    Decision::Failed,
-                    format!("{}; purge failed: {e}", due.reason),
-                ),
+                Err(e) => (Decision::Failed, format!("{}; {failed}: {e}", due.reason)),
             });
         }
     }

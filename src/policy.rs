@@ -38,10 +38,16 @@ pub enum Decision {
     AlreadyPurged,
     Withheld,
     Failed,
+    /// Present with new validators, not yet confirmed.
+    Changed,
+    /// Change confirmed; the invalidate call answered 200.
+    Invalidate,
+    /// As `Invalidate`, in a dry run.
+    WouldInvalidate,
 }
 
 impl Decision {
-    pub const ALL: [Decision; 8] = [
+    pub const ALL: [Decision; 11] = [
         Decision::Keep,
         Decision::Skip,
         Decision::Pending,
@@ -50,6 +56,9 @@ impl Decision {
         Decision::AlreadyPurged,
         Decision::Withheld,
         Decision::Failed,
+        Decision::Changed,
+        Decision::Invalidate,
+        Decision::WouldInvalidate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,7 +71,88 @@ impl Decision {
             Decision::AlreadyPurged => "already_purged",
             Decision::Withheld => "withheld",
             Decision::Failed => "failed",
+            Decision::Changed => "changed",
+            Decision::Invalidate => "invalidate",
+            Decision::WouldInvalidate => "would_invalidate",
         }
+    }
+}
+
+/// What a present answer's validators mean for a source's bytes (with
+/// `on_change: invalidate`). Validators are compared by their identity (a
+/// fingerprint of ETag and length, opaque strings: weak and strong ETags
+/// alike; `Last-Modified` is not part of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing to compare with (first sight, or back after a gone
+    /// episode): the validators are recorded and nothing is called.
+    Recorded,
+    /// As stored; a change seen before and not seen again is dropped.
+    Unchanged,
+    /// The answer carried no ETag or length: nothing can be told.
+    Unknown,
+    /// New validators, seen on `streak` consecutive passes, fewer than the
+    /// confirmations.
+    Changed { streak: u32 },
+    /// New validators seen on `confirmations` consecutive passes: due for
+    /// invalidation.
+    Due { streak: u32 },
+}
+
+/// Where a source's change stands after this pass: the step, and the
+/// candidate (identity and streak) to remember.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeJudgement {
+    pub change: Change,
+    pub candidate: u64,
+    pub candidate_streak: u32,
+}
+
+/// Judges a present answer's validators (`seen`, an identity; 0: none)
+/// against the stored identity (0: none stored) and the unconfirmed
+/// candidate. A change is confirmed by the same new identity on
+/// `confirmations` consecutive passes, so an origin whose backends flip
+/// between two ETags never confirms (with two or more confirmations).
+pub fn judge_change(
+    stored: u64,
+    candidate: u64,
+    candidate_streak: u32,
+    seen: u64,
+    was_gone: bool,
+    confirmations: u32,
+) -> ChangeJudgement {
+    let none = |change| ChangeJudgement {
+        change,
+        candidate: 0,
+        candidate_streak: 0,
+    };
+    if seen == 0 {
+        return ChangeJudgement {
+            change: Change::Unknown,
+            candidate,
+            candidate_streak,
+        };
+    }
+    if stored == 0 || was_gone {
+        return none(Change::Recorded);
+    }
+    if seen == stored {
+        return none(Change::Unchanged);
+    }
+    let streak = if seen == candidate {
+        candidate_streak.saturating_add(1)
+    } else {
+        1
+    };
+    let change = if streak >= confirmations {
+        Change::Due { streak }
+    } else {
+        Change::Changed { streak }
+    };
+    ChangeJudgement {
+        change,
+        candidate: seen,
+        candidate_streak: streak,
     }
 }
 
@@ -249,6 +339,7 @@ mod tests {
             note: None,
             attempts: 1,
             elapsed: Duration::ZERO,
+            validators: None,
         }
     }
     fn gone() -> Observation {
@@ -526,6 +617,69 @@ mod tests {
             "inconclusive: HEAD answered 404 but GET answered 200"
         );
         assert_eq!(j.next, None);
+    }
+
+    #[test]
+    fn every_decision_is_in_all_at_its_own_index() {
+        // The summary counts decisions in an array indexed by discriminant.
+        for (i, d) in Decision::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn first_sight_records_the_validators_and_calls_nothing() {
+        let j = judge_change(0, 0, 0, 42, false, 2);
+        assert_eq!(j.change, Change::Recorded);
+        assert_eq!((j.candidate, j.candidate_streak), (0, 0));
+    }
+
+    #[test]
+    fn a_change_is_confirmed_on_the_confirmations_pass() {
+        let one = judge_change(7, 0, 0, 42, false, 2);
+        assert_eq!(one.change, Change::Changed { streak: 1 });
+        assert_eq!((one.candidate, one.candidate_streak), (42, 1));
+        let two = judge_change(7, one.candidate, one.candidate_streak, 42, false, 2);
+        assert_eq!(two.change, Change::Due { streak: 2 });
+        assert_eq!(
+            judge_change(7, 0, 0, 42, false, 1).change,
+            Change::Due { streak: 1 }
+        );
+    }
+
+    #[test]
+    fn flapping_validators_never_confirm() {
+        // Stored A (7); the backends answer B (42), A, B, A, ...
+        let (mut cand, mut streak) = (0, 0);
+        for (i, seen) in [42, 7, 42, 7, 42, 7].into_iter().enumerate() {
+            let j = judge_change(7, cand, streak, seen, false, 2);
+            assert!(!matches!(j.change, Change::Due { .. }), "pass {i}: {j:?}");
+            (cand, streak) = (j.candidate, j.candidate_streak);
+        }
+        // Two different new values in a row restart the count.
+        let j = judge_change(7, 42, 1, 43, false, 2);
+        assert_eq!(j.change, Change::Changed { streak: 1 });
+        assert_eq!(j.candidate, 43);
+    }
+
+    #[test]
+    fn the_same_validators_again_drop_a_candidate() {
+        let j = judge_change(7, 42, 1, 7, false, 3);
+        assert_eq!(j.change, Change::Unchanged);
+        assert_eq!((j.candidate, j.candidate_streak), (0, 0));
+    }
+
+    #[test]
+    fn no_validators_tell_nothing_and_keep_the_candidate() {
+        let j = judge_change(7, 42, 1, 0, false, 2);
+        assert_eq!(j.change, Change::Unknown);
+        assert_eq!((j.candidate, j.candidate_streak), (42, 1));
+    }
+
+    #[test]
+    fn back_after_a_gone_episode_records_afresh() {
+        let j = judge_change(7, 0, 0, 42, true, 1);
+        assert_eq!(j.change, Change::Recorded);
     }
 
     mod properties {

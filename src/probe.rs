@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{
+    CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, LAST_MODIFIED, LOCATION, RETRY_AFTER,
+};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::config::Rules;
+use crate::store::Validators;
 use crate::transport::Transport;
 
 /// How long an origin's `Retry-After` may hold back probes to it.
@@ -67,6 +70,9 @@ pub struct Observation {
     pub note: Option<String>,
     pub attempts: u32,
     pub elapsed: Duration,
+    /// What a present answer said about the bytes (ETag, Last-Modified,
+    /// length), taken from the probe already sent; `None` otherwise.
+    pub validators: Option<Validators>,
 }
 
 impl Observation {
@@ -78,6 +84,7 @@ impl Observation {
             note,
             attempts: 1,
             elapsed: Duration::ZERO,
+            validators: None,
         }
     }
 
@@ -89,6 +96,7 @@ impl Observation {
             note: None,
             attempts: 1,
             elapsed: Duration::ZERO,
+            validators: None,
         }
     }
 }
@@ -172,6 +180,36 @@ struct Answer {
     status: u16,
     /// A redirect that was not followed (limit reached, or no usable `Location`).
     unfollowed_redirect: Option<String>,
+    /// The validators of a 2xx answer.
+    validators: Validators,
+}
+
+/// The validators of an answer: ETag and Last-Modified as sent, and the
+/// length: the total of a `Content-Range` (a ranged GET), else the
+/// `Content-Length` of a whole answer (a HEAD, or a GET that ignored the range).
+pub fn validators_of(status: u16, headers: &HeaderMap) -> Validators {
+    let text = |name: reqwest::header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let total = text(CONTENT_RANGE).and_then(|r| {
+        // "bytes 0-0/12345"; "*" when the total is unknown.
+        r.rsplit_once('/')
+            .and_then(|(_, t)| t.trim().parse::<u64>().ok())
+    });
+    let length = match status {
+        206 => total,
+        200..=299 => text(CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok()),
+        _ => None,
+    };
+    Validators {
+        etag: text(ETAG),
+        last_modified: text(LAST_MODIFIED),
+        length,
+    }
 }
 
 /// Sends probes. One per process: it holds the HTTP client with its idle
@@ -322,7 +360,11 @@ impl Prober {
             416 if ranged_get => Verdict::Present,
             _ => Verdict::Inconclusive,
         };
-        Observation::answered(a.status, verdict, note)
+        let mut obs = Observation::answered(a.status, verdict, note);
+        if verdict == Verdict::Present && !a.validators.is_empty() {
+            obs.validators = Some(a.validators.clone());
+        }
+        obs
     }
 
     /// Sends one request, following redirects up to the limit.
@@ -375,6 +417,7 @@ impl Prober {
                 return Ok(Answer {
                     status: status.as_u16(),
                     unfollowed_redirect: None,
+                    validators: validators_of(status.as_u16(), &headers),
                 });
             }
             let location = headers
@@ -408,6 +451,7 @@ impl Prober {
                 return Ok(Answer {
                     status: status.as_u16(),
                     unfollowed_redirect: Some(why),
+                    validators: Validators::default(),
                 });
             }
         }

@@ -195,7 +195,7 @@ pub struct WatchSummary {
     pub gone: usize,
     pub inconclusive: usize,
     /// Decisions, indexed like [`Decision::ALL`].
-    pub decisions: [usize; 8],
+    pub decisions: [usize; Decision::ALL.len()],
     pub api_calls: u32,
     pub duration: Duration,
     /// The alarm a guard raised, if any (exit code 3).

@@ -276,6 +276,15 @@ impl<'a> Checker<'a> {
             &at("forget_after", own.forget_after.is_some()),
             pick!(forget_after, "30d".into()),
         );
+        let on_change = match pick!(on_change, "ignore".into()).as_str() {
+            "ignore" => Some(super::OnChange::Ignore),
+            "invalidate" => Some(super::OnChange::Invalidate),
+            other => {
+                let k = at("on_change", own.on_change.is_some());
+                self.problem(format!("{k}: {other:?} is not one of ignore, invalidate"));
+                None
+            }
+        };
         let max_invalidate_fraction = pick!(max_invalidate_fraction, 0.25);
         let max_inconclusive_fraction = pick!(max_inconclusive_fraction, 0.5);
         let fraction_floor = pick!(fraction_floor, 3);
@@ -301,6 +310,7 @@ impl<'a> Checker<'a> {
         }
         Some(Rules {
             forget_after: forget_after?,
+            on_change: on_change?,
             schedule: schedule?,
             timeout: timeout?,
             retries,

@@ -167,6 +167,26 @@ impl VercelConfig {
     }
 }
 
+/// `on_change:` what origin-watch does when a present image was replaced
+/// under the same URL (its ETag or length changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnChange {
+    /// Record the new validators; call nothing.
+    #[default]
+    Ignore,
+    /// Call `invalidate-by-src-images` once the change is confirmed.
+    Invalidate,
+}
+
+impl OnChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnChange::Ignore => "ignore",
+            OnChange::Invalidate => "invalidate",
+        }
+    }
+}
+
 /// Per-watch rules: `defaults:` with the watch's overrides applied.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -190,6 +210,8 @@ pub struct Rules {
     pub fraction_floor: usize,
     /// The fraction guards also count what was purged this long back.
     pub guard_window: Duration,
+    /// What a present image with new validators leads to.
+    pub on_change: OnChange,
 }
 
 #[derive(Debug, Clone)]

@@ -51,6 +51,7 @@ pub struct RawRules {
     pub max_inconclusive_fraction: Option<f64>,
     pub fraction_floor: Option<usize>,
     pub guard_window: Option<String>,
+    pub on_change: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +88,7 @@ pub struct RawWatch {
     pub max_inconclusive_fraction: Option<f64>,
     pub fraction_floor: Option<usize>,
     pub guard_window: Option<String>,
+    pub on_change: Option<String>,
 }
 
 impl RawWatch {
@@ -110,6 +112,7 @@ impl RawWatch {
             max_inconclusive_fraction: self.max_inconclusive_fraction,
             fraction_floor: self.fraction_floor,
             guard_window: self.guard_window.clone(),
+            on_change: self.on_change.clone(),
         }
     }
 }

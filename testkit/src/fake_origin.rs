@@ -41,6 +41,29 @@ pub enum Behavior {
     Slow(Duration),
     /// 429 with `Retry-After: retry_after_secs`.
     TooManyRequests { retry_after_secs: u64 },
+    /// Real bytes with validators, as an image server sends them: `HEAD`
+    /// gives `Content-Length`, `ETag` and `Last-Modified`; `GET` the bytes
+    /// (206 with `Content-Range` for `Range: bytes=0-0`). Replacing an
+    /// image is setting new content on its path.
+    Content {
+        body: Bytes,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+    /// As `Content`, but each request gets the next of `etags` in turn: a
+    /// load balancer whose backends disagree about the same bytes.
+    Flapping { body: Bytes, etags: Vec<String> },
+}
+
+impl Behavior {
+    /// An image of these bytes with a strong ETag of its own.
+    pub fn content(body: &[u8], etag: &str) -> Behavior {
+        Behavior::Content {
+            body: Bytes::copy_from_slice(body),
+            etag: Some(format!("\"{etag}\"")),
+            last_modified: Some("Tue, 01 Dec 2026 10:00:00 GMT".to_owned()),
+        }
+    }
 }
 
 /// The one byte every present resource holds; static, so no allocation.
@@ -66,6 +89,8 @@ struct Shared {
     /// `None` when started quiet: the log is the one per-request allocation.
     log: Option<Mutex<Vec<(String, String)>>>,
     total: AtomicUsize,
+    /// Requests answered by a `Flapping` behavior, to pick its next ETag.
+    flaps: AtomicUsize,
     heads: AtomicUsize,
     gets: AtomicUsize,
     in_flight: AtomicUsize,
@@ -241,6 +266,7 @@ impl Shared {
             }),
             log: record.then(|| Mutex::new(Vec::new())),
             total: AtomicUsize::new(0),
+            flaps: AtomicUsize::new(0),
             heads: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -342,7 +368,56 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
         }
+        Behavior::Content {
+            body,
+            etag,
+            last_modified,
+        } => content(
+            is_head,
+            first_byte_only,
+            body,
+            etag.as_deref(),
+            last_modified.as_deref(),
+        ),
+        Behavior::Flapping { body, etags } => {
+            let n = shared.flaps.fetch_add(1, Ordering::Relaxed);
+            let etag = etags.get(n % etags.len().max(1)).map(String::as_str);
+            content(is_head, first_byte_only, body, etag, None)
+        }
     }
+}
+
+/// An answer with real bytes and validators.
+fn content(
+    is_head: bool,
+    first_byte_only: bool,
+    body: Bytes,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+) -> Response {
+    let len = body.len();
+    let mut response = if is_head {
+        let mut r = empty(200);
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        r
+    } else if first_byte_only && len > 0 {
+        let mut r = Response::new(Body::from(body.slice(0..1)));
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes 0-0/{len}")) {
+            r.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        r
+    } else {
+        Response::new(Body::from(body))
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [(header::ETAG, etag), (header::LAST_MODIFIED, last_modified)] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, v);
+        }
+    }
+    response
 }
 
 fn status_code(status: u16) -> StatusCode {
