@@ -10,6 +10,10 @@
 //! VERCEL_TOKEN=secret origin-watch once   # with vercel.api_base: http://127.0.0.1:8787
 //! ```
 //!
+//! With `--origin URL` it also serves a simulated image cache, so you can
+//! see what a visitor gets before and after a purge or an invalidation:
+//! `curl -si 'http://127.0.0.1:8787/_next/image?url=/images/hero.png&w=640&q=75'`.
+//!
 //! The token never appears in the output; each line says whether the call's
 //! `Authorization` matched instead. Runs until Ctrl-C (or SIGTERM).
 
@@ -45,6 +49,11 @@ struct Args {
     /// Wait this long before answering each call (e.g. 5s), to try shutdowns.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     delay: Option<std::time::Duration>,
+    /// Also serve a simulated image cache at GET /_next/image?url=SRC, filled
+    /// from this origin (x-vercel-cache: MISS, HIT, STALE after an invalidate,
+    /// MISS again after a delete).
+    #[arg(long, value_name = "URL")]
+    origin: Option<String>,
 }
 
 #[tokio::main]
@@ -60,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
             fail_500: args.fail_500,
             fixed_status: args.status,
             delay: args.delay.unwrap_or_default(),
+            origin: args.origin,
         },
     )
     .await

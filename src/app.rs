@@ -391,6 +391,17 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
         };
         let _ = writeln!(
             out,
+            "  on_change: {}{}",
+            r.on_change.as_str(),
+            match r.on_change {
+                crate::config::OnChange::Ignore =>
+                    " (a replaced image's new validators are recorded; nothing is called)",
+                crate::config::OnChange::Invalidate =>
+                    " (a replaced image is invalidated once its new ETag or length is seen on `confirmations` consecutive passes)",
+            }
+        );
+        let _ = writeln!(
+            out,
             "  gone: {:?} on {} consecutive passes{min_gone_for}; guards: canary {}, max_purges_per_pass {}",
             r.gone_statuses,
             r.confirmations,
@@ -407,6 +418,15 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
                 r.max_purge_fraction,
                 w.sources.len(),
                 format!("sources {window}"),
+            ),
+            (
+                "max_invalidate_fraction",
+                r.max_invalidate_fraction,
+                w.sources.len(),
+                format!(
+                    "sources invalidated or due for invalidation in the last {} (guard_window)",
+                    span(r.guard_window)
+                ),
             ),
             (
                 "max_inconclusive_fraction",

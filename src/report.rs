@@ -289,6 +289,21 @@ impl fmt::Display for WatchSummary {
             if self.api_calls == 1 { "" } else { "s" },
             self.duration.as_secs_f64()
         )?;
+        let (changed, invalidated) = (
+            self.count(Decision::Changed),
+            self.count(Decision::Invalidate) + self.count(Decision::WouldInvalidate),
+        );
+        if changed + invalidated > 0 {
+            write!(
+                f,
+                "; {invalidated} {}, {changed} changed (unconfirmed)",
+                if self.dry_run {
+                    "would invalidate"
+                } else {
+                    "invalidated"
+                }
+            )?;
+        }
         if self.remembered > 0 {
             write!(f, "; {} remembered (no longer referenced)", self.remembered)?;
         }

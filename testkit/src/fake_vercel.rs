@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::ServerHandle;
+use crate::image_cache::ImageCache;
 
 /// The endpoint origin-watch calls: only its calls count as purged.
 pub const PURGE_PATH: &str = "/v1/edge-cache/dangerously-delete-by-src-images";
@@ -61,6 +62,9 @@ pub struct FakeVercelConfig {
     /// How long each call waits, after it is recorded, before it is
     /// answered (a slow API, for shutdown tests).
     pub delay: std::time::Duration,
+    /// The origin the simulated image cache (`GET /_next/image?url=`)
+    /// fills from; `None`: no image cache is served.
+    pub origin: Option<String>,
 }
 
 impl FakeVercelConfig {
@@ -82,6 +86,7 @@ impl Default for FakeVercelConfig {
             fail_500: 0,
             fixed_status: None,
             delay: std::time::Duration::ZERO,
+            origin: None,
         }
     }
 }
@@ -122,6 +127,8 @@ impl RecordedCall {
 type CallHook = Arc<dyn Fn(&RecordedCall) + Send + Sync>;
 
 struct Shared {
+    /// The simulated image cache, when the config names an origin.
+    cache: Option<Arc<ImageCache>>,
     state: Mutex<FakeState>,
     hook: Mutex<Option<CallHook>>,
 }
@@ -157,6 +164,7 @@ impl FakeVercel {
     /// Starts the fake on `addr` (the example binds a fixed port).
     pub async fn start_on(addr: SocketAddr, cfg: FakeVercelConfig) -> std::io::Result<FakeVercel> {
         let shared = Arc::new(Shared {
+            cache: cfg.origin.as_deref().map(|o| Arc::new(ImageCache::new(o))),
             state: Mutex::new(FakeState {
                 cfg,
                 valid_calls: 0,
@@ -281,6 +289,13 @@ impl Reply {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if let (Some(cache), true) = (&shared.cache, request.uri().path() == "/_next/image") {
+        let src = url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "url")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        return cache.serve(&src).await;
+    }
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
     let body_too_large = body.is_err();
@@ -335,6 +350,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if let (Some(cache), 200) = (&shared.cache, call.status) {
+        match call.path.as_str() {
+            PURGE_PATH => cache.delete(&call.src_images),
+            INVALIDATE_PATH => cache.invalidate(&call.src_images),
+            _ => {}
+        }
     }
     let mut response = reply.into_response();
     if let Ok(id) = HeaderValue::from_str(&call.vercel_id) {

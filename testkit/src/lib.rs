@@ -8,6 +8,7 @@
 pub mod fake_origin;
 pub mod fake_site;
 pub mod fake_vercel;
+pub mod image_cache;
 
 pub use fake_origin::{Behavior, FakeOrigin};
 pub use fake_site::{FakeSite, Reply};

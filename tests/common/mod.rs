@@ -74,9 +74,13 @@ impl Harness {
         )
         .await
         .unwrap();
-        let api = FakeVercel::start(FakeVercelConfig::new(TOKEN))
-            .await
-            .unwrap();
+        // With the simulated image cache, filled from this origin.
+        let api = FakeVercel::start(FakeVercelConfig {
+            origin: Some(origin.base_url()),
+            ..FakeVercelConfig::new(TOKEN)
+        })
+        .await
+        .unwrap();
         Harness {
             origin,
             api,
@@ -185,6 +189,26 @@ impl Harness {
             outcome,
             records: lines.take_json_lines(),
         }
+    }
+
+    /// What a visitor gets for `src` from the simulated image cache:
+    /// (status, `x-vercel-cache`, body).
+    pub async fn visit(&self, src: &str) -> (u16, String, String) {
+        let q: String = url::form_urlencoded::byte_serialize(src.as_bytes()).collect();
+        let resp = reqwest::get(format!(
+            "{}/_next/image?url={q}&w=640&q=75",
+            self.api.base_url()
+        ))
+        .await
+        .unwrap();
+        let status = resp.status().as_u16();
+        let cache = resp
+            .headers()
+            .get("x-vercel-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, cache, resp.text().await.unwrap())
     }
 
     /// The sources of every call the fake API answered, per call.
