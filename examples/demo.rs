@@ -1,12 +1,24 @@
 //! The demo: a whole origin-watch cycle on this machine, offline.
 //!
-//! It starts, in this process, a local origin (images present, 404, 410, one
-//! that refuses `HEAD` with 405, one that answers 500) and the fake Vercel
-//! API, then runs the real pass code three times against them: the first
-//! pass sees the gone images once (`pending`), the second confirms them and
-//! purges them in one API call (`purge`), the third finds them still gone
-//! and does not call again (`already_purged`). It prints every decision and
-//! every call the fake API received.
+//! It starts, in this process, a local site (two pages whose `<img>` tags
+//! use `/_next/image` URLs, as `next/image` writes them), a local origin
+//! holding the source images, and the fake Vercel API with its simulated
+//! image cache. Then it runs the real pass code four times:
+//!
+//! 1. discovery finds the images on the pages; each is probed (`keep`), and
+//!    a visitor's requests fill the image cache;
+//! 2. the blog's banner is deleted together with the page line that showed
+//!    it, and the hero image is replaced with new bytes under the same URL.
+//!    The cache still serves both old pictures. origin-watch still probes
+//!    the banner (the inventory remembers it): `pending`; the hero: `changed`;
+//! 3. confirmed: the banner is purged (one delete call) and the hero is
+//!    invalidated (one soft invalidate call). The visitor now gets a 404 for
+//!    the banner and, after one stale answer, the new hero;
+//! 4. nothing more to do: `already_purged` and `keep`, no call.
+//!
+//! It prints every decision, every call the fake API received and what the
+//! visitor saw, and exits non-zero unless the API received exactly one
+//! delete call for the banner and one invalidate call for the hero.
 //!
 //! Run it with `cargo run --example demo`.
 
@@ -21,18 +33,42 @@ use origin_watch::store::{self, Access};
 use origin_watch::vercel::VercelClient;
 use testkit::Captured;
 use testkit::fake_origin::{Behavior, FakeOrigin};
-use testkit::fake_vercel::{FakeVercel, FakeVercelConfig};
+use testkit::fake_site::{FakeSite, Reply};
+use testkit::fake_vercel::{FakeVercel, FakeVercelConfig, INVALIDATE_PATH, PURGE_PATH};
 use tokio_util::sync::CancellationToken;
+
+const BANNER: &str = "/images/old-banner.png";
+const HERO: &str = "/images/hero.png";
+
+/// An HTML page showing these sources the way `next/image` writes them.
+fn page(srcs: &[&str], links: &[&str]) -> Reply {
+    let mut body = String::new();
+    for src in srcs {
+        let q: String = url::form_urlencoded::byte_serialize(src.as_bytes()).collect();
+        body.push_str(&format!(
+            "<img alt=\"\" src=\"/_next/image?url={q}&amp;w=1080&amp;q=75\" srcset=\"/_next/image?url={q}&amp;w=640&amp;q=75 1x, /_next/image?url={q}&amp;w=1080&amp;q=75 2x\">\n"
+        ));
+    }
+    for l in links {
+        body.push_str(&format!("<a href=\"{l}\">{l}</a>\n"));
+    }
+    Reply::html(format!("<!DOCTYPE html><html><body>\n{body}</body></html>"))
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let origin = FakeOrigin::start(
         [
             ("/images/logo.png".to_owned(), Behavior::Present),
-            ("/images/hero.png".to_owned(), Behavior::Present),
+            (
+                HERO.to_owned(),
+                Behavior::content(b"the old hero picture", "hero-v1"),
+            ),
             ("/images/team.jpg".to_owned(), Behavior::Present),
-            ("/images/old-banner.png".to_owned(), Behavior::Status(404)),
-            ("/images/retired.webp".to_owned(), Behavior::Status(410)),
+            (
+                BANNER.to_owned(),
+                Behavior::content(b"the old banner", "banner-v1"),
+            ),
             (
                 "/images/no-head.png".to_owned(),
                 Behavior::HeadGet {
@@ -45,8 +81,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Behavior::Status(404),
     )
     .await?;
+    let site = FakeSite::start([
+        (
+            "/".to_owned(),
+            page(
+                &[
+                    "/images/logo.png",
+                    HERO,
+                    "/images/team.jpg",
+                    "/images/no-head.png",
+                ],
+                &["/blog/launch"],
+            ),
+        ),
+        (
+            "/blog/launch".to_owned(),
+            page(&[BANNER, "/images/flaky.png"], &["/"]),
+        ),
+    ])
+    .await?;
     let token = "demo-token";
-    let api = FakeVercel::start(FakeVercelConfig::new(token)).await?;
+    let api = FakeVercel::start(FakeVercelConfig {
+        origin: Some(origin.base_url()),
+        ..FakeVercelConfig::new(token)
+    })
+    .await?;
 
     let dir = std::env::temp_dir().join(format!("origin-watch-demo-{}", std::process::id()));
     let yaml = format!(
@@ -56,29 +115,25 @@ vercel:
   team_id: team_demo
 state: {state}
 defaults:
-  schedule: "*/10 * * * *"
   timeout: 2s
   retries: 1
   confirmations: 2
-  # 2 of 7 sources gone is 29%: above the default 0.25 guard, so allow more here.
-  max_purge_fraction: 0.5
+  on_change: invalidate
 watches:
   - name: site
     project: my-next-app
     origin: {origin}
     canary: /images/logo.png
-    images:
-      - /images/hero.png
-      - /images/team.jpg
-      - /images/old-banner.png
-      - /images/retired.webp
-      - /images/no-head.png
-      - /images/flaky.png
-      - {{ src: /images/logo.png }}
+    discover:
+      site: {site}
+      pages: [/]
+      follow_links: true
+      every: 0s   # rediscover every pass (a real site: 1h)
 "#,
         api = api.base_url(),
         state = dir.join("state.db").display(),
         origin = origin.base_url(),
+        site = site.base_url(),
     );
     println!("config (watch.yaml):{yaml}");
     let config = Config::from_yaml(&yaml)?;
@@ -95,16 +150,47 @@ watches:
         observer: None,
     };
     let cancel = CancellationToken::new();
+    let client = reqwest::Client::new();
+    let visit = |src: &'static str| {
+        let (client, base) = (client.clone(), api.base_url());
+        async move {
+            let q: String = url::form_urlencoded::byte_serialize(src.as_bytes()).collect();
+            let resp = client
+                .get(format!("{base}/_next/image?url={q}&w=1080&q=75"))
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            let cache = resp
+                .headers()
+                .get("x-vercel-cache")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            let body = resp.text().await?;
+            println!(
+                "  visitor GET /_next/image?url={src}: {status} x-vercel-cache: {cache:<5} {body:?}"
+            );
+            Ok::<String, reqwest::Error>(body)
+        }
+    };
 
     let mut seen_calls = 0;
-    for pass in 1..=3 {
+    for pass in 1..=4 {
+        if pass == 2 {
+            println!(
+                "== the blog's banner is deleted with its line on the page; the hero is replaced"
+            );
+            origin.set(BANNER, Behavior::Status(404));
+            site.set("/blog/launch", page(&["/images/flaky.png"], &["/"]));
+            origin.set(HERO, Behavior::content(b"the NEW hero picture", "hero-v2"));
+        }
         println!("== pass {pass}");
         let outcome = run_pass(&ctx, &config.watches, &cancel).await?;
         let mut records = lines.take_json_lines();
         records.sort_by_key(|r| r["src"].as_str().unwrap_or_default().to_owned());
         for r in &records {
             println!(
-                "  {:<24} {:>4}  {:<12} -> {:<14} {}",
+                "  {:<24} {:>4}  {:<12} -> {:<16} {}{}",
                 r["src"].as_str().unwrap_or_default(),
                 r["status"]
                     .as_u64()
@@ -113,6 +199,11 @@ watches:
                 r["verdict"].as_str().unwrap_or_default(),
                 r["decision"].as_str().unwrap_or_default(),
                 r["reason"].as_str().unwrap_or_default(),
+                if r["referenced"] == false {
+                    " [remembered: no page shows it any more]"
+                } else {
+                    ""
+                },
             );
         }
         for w in &outcome.watches {
@@ -129,15 +220,34 @@ watches:
             println!("  fake Vercel API received: nothing");
         }
         seen_calls = calls.len();
+        visit(BANNER).await?;
+        visit(HERO).await?;
     }
+    // The stale answer after the invalidation refreshed the hero in the background.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    println!("== a moment later");
+    let hero = visit(HERO).await?;
 
-    let purged = api.purged();
+    let calls = api.calls();
+    let deletes: Vec<_> = calls.iter().filter(|c| c.path == PURGE_PATH).collect();
+    let invalidates: Vec<_> = calls.iter().filter(|c| c.path == INVALIDATE_PATH).collect();
     let _ = std::fs::remove_dir_all(&dir);
-    if purged.len() != 2 || seen_calls != 1 {
-        return Err(format!("expected one call purging 2 sources, got {purged:?}").into());
+    if deletes.len() != 1
+        || deletes[0].src_images != [BANNER]
+        || invalidates.len() != 1
+        || invalidates[0].src_images != [HERO]
+        || calls.len() != 2
+    {
+        return Err(format!(
+            "expected one delete of {BANNER} and one invalidate of {HERO}, got {calls:?}"
+        )
+        .into());
+    }
+    if hero != "the NEW hero picture" {
+        return Err(format!("the visitor still gets {hero:?} for the hero").into());
     }
     println!(
-        "\nok: the two gone images were purged once, in one API call; nothing else was touched"
+        "\nok: the deleted banner was purged once although no page names it any more, and the replaced hero was invalidated once; nothing else was touched"
     );
     Ok(())
 }
