@@ -205,6 +205,9 @@ async fn one_pass(
     let outcome = outcome.map_err(AppError::StateSave)?;
     report_written(&ctx, &args.report)?;
     print_outcome(&outcome).map_err(AppError::Stdout)?;
+    if let Some(e) = &outcome.store_error {
+        tracing::error!(error = %e, "the pass ran, but not all of it could be recorded; it is decided again next pass");
+    }
     Ok(outcome.exit())
 }
 
@@ -327,6 +330,13 @@ pub fn print_outcome(outcome: &PassOutcome) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     for w in &outcome.watches {
         writeln!(out, "{w}")?;
+    }
+    if let Some(e) = &outcome.store_error {
+        writeln!(
+            out,
+            "state: not all of this pass could be recorded: {}",
+            for_stdout(e)
+        )?;
     }
     out.flush()
 }

@@ -66,6 +66,10 @@ pub trait PassObserver: Send + Sync {
 #[derive(Debug, Default)]
 pub struct PassOutcome {
     pub watches: Vec<WatchSummary>,
+    /// The pass ran, but not everything it did could be written to the
+    /// store (the first such error, naming the store and the cause): the
+    /// pass exits 1, and what was not recorded is decided again next pass.
+    pub store_error: Option<String>,
 }
 
 impl PassOutcome {
@@ -75,10 +79,11 @@ impl PassOutcome {
     pub fn exit(&self) -> Exit {
         if self.watches.iter().any(|w| w.guard_alarm.is_some()) {
             Exit::Withheld
-        } else if self
-            .watches
-            .iter()
-            .any(|w| w.count(Decision::Failed) > 0 || w.interrupted)
+        } else if self.store_error.is_some()
+            || self
+                .watches
+                .iter()
+                .any(|w| w.count(Decision::Failed) > 0 || w.interrupted)
         {
             Exit::PurgeFailed
         } else {
@@ -308,10 +313,8 @@ pub async fn run_pass_at(
         outcome.watches.push(work.summary);
     }
     ctx.reporter.flush();
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(outcome),
-    }
+    outcome.store_error = first_error.map(|e| e.to_string());
+    Ok(outcome)
 }
 
 /// Probes the canary; says what it found.
