@@ -239,8 +239,18 @@ pub fn man_page() -> Vec<u8> {
         top.render_description_section(&mut out)?;
         top.render_options_section(&mut out)?;
         out.extend_from_slice(b".SH COMMANDS\n");
-        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        // Every command, and the commands under it (`state show`, ...).
+        let mut subs: Vec<(String, clap::Command)> = Vec::new();
+        let not_help = |s: &&clap::Command| s.get_name() != "help";
+        for sub in cmd.get_subcommands().filter(not_help) {
             let name = format!("{} {}", cmd.get_name(), sub.get_name());
+            subs.push((name.clone(), sub.clone()));
+            for nested in sub.get_subcommands().filter(not_help) {
+                subs.push((format!("{name} {}", nested.get_name()), nested.clone()));
+            }
+        }
+        for (name, sub) in &subs {
+            let name = name.clone();
             let page = Man::new(sub.clone().name(name.clone()));
             let mut part = Vec::new();
             page.render_synopsis_section(&mut part)?;
@@ -266,10 +276,10 @@ pub fn man_page() -> Vec<u8> {
         out.extend_from_slice(
             b".SH \"EXIT STATUS\"\n\
               Of once and audit:\n\
-              .TP\n0\npass completed; every purge that was due succeeded (or would, in a dry run)\n\
-              .TP\n1\npass completed, but at least one purge call failed (it is retried next pass)\n\
+              .TP\n0\npass completed; every purge or invalidation that was due succeeded (or would, in a dry run)\n\
+              .TP\n1\npass completed, but at least one API call failed (it is retried next pass), or not all of the pass could be recorded\n\
               .TP\n2\nusage or configuration error: nothing was probed and nothing purged\n\
-              .TP\n3\na safety guard withheld purges (max_purge_fraction, inconclusive, canary)\n\
+              .TP\n3\na safety guard withheld purges or invalidations (max_purge_fraction, max_invalidate_fraction, inconclusive, canary)\n\
               .PP\nrun exits 0 after a clean shutdown on SIGTERM/SIGINT, 1 when \\-\\-shutdown\\-timeout ran out, \
               2 on a configuration error at start.\n",
         );
