@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             fail_500: args.fail_500,
             fixed_status: args.status,
             delay: args.delay.unwrap_or_default(),
+            ..FakeVercelConfig::default()
         },
     )
     .await

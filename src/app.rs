@@ -120,8 +120,11 @@ pub async fn execute(
     let config = load_config(global)?;
     match command {
         Command::Completions { .. } | Command::Man => Ok(Exit::Ok),
-        Command::Check => {
+        Command::Check(args) => {
             print_plan(&config, &mut std::io::stdout().lock());
+            if args.online {
+                return crate::online::check_online(&config).await;
+            }
             Ok(Exit::Ok)
         }
         Command::Discover => discover(&config, &cancel).await,
@@ -143,9 +146,9 @@ pub async fn execute(
 /// on stdout and a summary per watch in the logs. Probes nothing, writes
 /// no state. Exit 1 when a discovery was partial (its errors are logged).
 async fn discover(config: &Config, cancel: &CancellationToken) -> Result<Exit, AppError> {
-    let prober = Arc::new(Prober::new().map_err(AppError::Client)?);
-    let discoverer =
-        crate::discover::Discoverer::new(prober).map_err(|e| AppError::Client(e.to_string()))?;
+    let prober = Arc::new(Prober::trusting(&config.trust).map_err(AppError::Client)?);
+    let discoverer = crate::discover::Discoverer::trusting(prober, &config.trust)
+        .map_err(|e| AppError::Client(e.to_string()))?;
     let mut exit = Exit::Ok;
     for w in &config.watches {
         let Some(found) = discoverer.discover_watch(w, cancel).await else {
@@ -198,9 +201,13 @@ async fn one_pass(
     if let Some(p) = &progress {
         ctx.observer = Some(p.clone());
     }
+    let started = store::millis(Utc::now());
     let outcome = run_pass(&ctx, &config.watches, cancel).await;
     if let Some(p) = &progress {
         p.finish();
+    }
+    if let Some(n) = notifier(config, args)? {
+        n.after(&*ctx.store, started, &outcome).await;
     }
     let outcome = outcome.map_err(AppError::StateSave)?;
     report_written(&ctx, &args.report)?;
@@ -293,7 +300,10 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
         None
     } else {
         let token = config.vercel.token_from_env()?;
-        Some(Arc::new(VercelClient::new(&config.vercel, token)?))
+        Some(Arc::new(
+            VercelClient::trusting(&config.vercel, token, &config.trust)
+                .map_err(AppError::Client)?,
+        ))
     };
     let access = if args.dry_run {
         Access::DryRun
@@ -304,12 +314,26 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
         .await
         .map_err(AppError::StateOpen)?;
     Ok(PassContext {
-        prober: Arc::new(Prober::new().map_err(AppError::Client)?),
+        prober: Arc::new(Prober::trusting(&config.trust).map_err(AppError::Client)?),
         vercel,
         store,
         reporter: Arc::new(reporter(&args.report)?),
         observer: None,
     })
+}
+
+/// The webhook of `notify:`, for a pass that may call Vercel (a dry run
+/// tells no one).
+pub fn notifier(
+    config: &Config,
+    args: &PassArgs,
+) -> Result<Option<crate::notify::Notifier>, AppError> {
+    match &config.notify {
+        Some(n) if !args.dry_run => crate::notify::Notifier::new(n.clone(), &config.trust)
+            .map(Some)
+            .map_err(AppError::Client),
+        _ => Ok(None),
+    }
 }
 
 pub fn reporter(args: &ReportArgs) -> Result<Reporter, AppError> {

@@ -70,8 +70,8 @@ pub enum Command {
     Audit(ReportArgs),
     /// Long-running sidecar: a pass for each watch on its cron schedule until SIGTERM/SIGINT
     Run(RunArgs),
-    /// Validate the config and print the plan (images per watch, next fire times); no network
-    Check,
+    /// Validate the config and print the plan (images per watch, next fire times); no network unless --online
+    Check(CheckArgs),
     /// The inventory and the ledger: show, forget, ledger
     #[command(subcommand)]
     State(StateCommand),
@@ -108,6 +108,13 @@ pub enum StateCommand {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         since: Option<Duration>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also verify, with read-only API calls, that the token is valid and each watch's project exists under its team; exit 1 on any problem
+    #[arg(long)]
+    pub online: bool,
 }
 
 #[derive(Debug, Args)]

@@ -178,12 +178,18 @@ pub async fn sidecar(
     let tracker = TaskTracker::new();
     let running: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>> = Arc::default();
     let clock = Clock::new();
+    let notifier = crate::app::notifier(&config, &args.pass)?.map(Arc::new);
     let pass: PassFn = {
         let (ctx, health, shutdown) = (ctx.clone(), health.clone(), shutdown.clone());
         Arc::new(move |watch: Arc<Watch>| {
             let (ctx, health, shutdown) = (ctx.clone(), health.clone(), shutdown.clone());
+            let notifier = notifier.clone();
             Box::pin(async move {
+                let started = crate::store::millis(Utc::now());
                 let outcome = run_pass(&ctx, std::slice::from_ref(&watch), &shutdown).await;
+                if let Some(n) = &notifier {
+                    n.after(&*ctx.store, started, &outcome).await;
+                }
                 match outcome {
                     Ok(o) => {
                         if let Err(e) = crate::app::print_outcome(&o) {

@@ -86,13 +86,14 @@ pub enum ConfigError {
 
 mod check;
 mod discover;
+pub mod env;
 mod raw;
 
 pub use discover::{Discover, RawDiscover, RawDiscoverDefaults};
 
 use check::Checker;
 
-pub use raw::{RawConfig, RawImage, RawRules, RawVercel, RawWatch};
+pub use raw::{RawConfig, RawImage, RawNotify, RawRules, RawVercel, RawWatch};
 
 /// A checked configuration.
 #[derive(Debug, Clone)]
@@ -106,6 +107,10 @@ pub struct Config {
     pub watches: Vec<Arc<Watch>>,
     /// The shard this process owns, if any (see [`Config::apply_shard`]).
     pub shard: Option<Shard>,
+    /// The CAs trusted besides the Mozilla roots and the system store (`ca_file:`).
+    pub trust: crate::tls::Trust,
+    /// `notify:`, when set.
+    pub notify: Option<crate::notify::NotifyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +195,8 @@ pub struct Rules {
     pub fraction_floor: usize,
     /// The fraction guards also count what was purged this long back.
     pub guard_window: Duration,
+    /// Sent with every probe and discovery request of the watch.
+    pub headers: crate::probe::ProbeHeaders,
 }
 
 #[derive(Debug, Clone)]
