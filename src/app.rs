@@ -346,8 +346,15 @@ pub fn reporter(args: &ReportArgs) -> Result<Reporter, AppError> {
     }
 }
 
-/// The human summary on stdout (control characters escaped by its `Display`).
+/// The summary: one `pass summary` log event per watch (counts as
+/// fields), then the human line on stdout (control characters escaped by
+/// its `Display`), after the pass's buffered log lines, so on a terminal it
+/// comes last.
 pub fn print_outcome(outcome: &PassOutcome) -> std::io::Result<()> {
+    for w in &outcome.watches {
+        w.log();
+    }
+    crate::logsink::flush_now();
     let mut out = std::io::stdout().lock();
     for w in &outcome.watches {
         writeln!(out, "{w}")?;
@@ -374,14 +381,14 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
     let _ = writeln!(
         out,
         "vercel: {} (token from {}: {token})",
-        for_stdout(config.vercel.api_base.as_str()),
+        for_stdout(config.vercel.api_base.as_str().trim_end_matches('/')),
         for_stdout(&config.vercel.token_env)
     );
     for w in &config.watches {
         let r = &w.rules;
         let _ = writeln!(
             out,
-            "watch {}: project {}{}{}, {} images ({} probe URLs{}), schedule {:?} (UTC)",
+            "watch {}: project {}{}{}, {} image{} ({} probe URL{}{}), schedule {:?} (UTC)",
             for_stdout(&w.name),
             for_stdout(&w.project),
             w.team_id
@@ -393,7 +400,9 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
                 .map(|s| format!(", slug {}", for_stdout(s)))
                 .unwrap_or_default(),
             w.sources.len(),
+            if w.sources.len() == 1 { "" } else { "s" },
             w.probes.len(),
+            if w.probes.len() == 1 { "" } else { "s" },
             if w.duplicates > 0 {
                 format!(", {} duplicates ignored", w.duplicates)
             } else {
@@ -415,9 +424,10 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
         };
         let _ = writeln!(
             out,
-            "  gone: {:?} on {} consecutive passes{min_gone_for}; guards: canary {}, max_purges_per_pass {}",
+            "  gone: {:?} on {} consecutive pass{}{min_gone_for}; guards: canary {}, max_purges_per_pass {}",
             r.gone_statuses,
             r.confirmations,
+            if r.confirmations == 1 { "" } else { "es" },
             for_stdout(w.canary.as_deref().unwrap_or("none")),
             r.max_purges_per_pass,
         );

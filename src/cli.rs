@@ -146,9 +146,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub pass: PassArgs,
 
-    /// Serve `GET /healthz` and `GET /metrics` (Prometheus text) on this address
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    /// Serve `GET /healthz` and `GET /metrics` (Prometheus text) on this address (HOST:PORT; HOST may be a name such as localhost)
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<String>,
 
     /// On SIGTERM/SIGINT, how long to wait for in-flight work before exiting anyway
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -159,6 +159,27 @@ pub struct RunArgs {
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+/// `HOST:PORT`: an IP address (`[::1]:9191` for IPv6) or a host name
+/// (`localhost:9191`), resolved when `run` binds it.
+fn parse_listen(s: &str) -> Result<String, String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(s.to_owned());
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:9191 or localhost:9191)"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port number (0-65535)"))?;
+    let name_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !name_ok {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -191,5 +212,32 @@ mod tests {
     fn listen_is_only_for_run() {
         assert!(Cli::try_parse_from(["origin-watch", "once", "--listen", "127.0.0.1:9"]).is_err());
         assert!(Cli::try_parse_from(["origin-watch", "run", "--listen", "127.0.0.1:9"]).is_ok());
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_ip_addresses() {
+        for ok in [
+            "localhost:9191",
+            "127.0.0.1:9191",
+            "[::1]:9191",
+            "metrics.internal:80",
+        ] {
+            assert!(
+                Cli::try_parse_from(["origin-watch", "run", "--listen", ok]).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "localhost",
+            "localhost:http",
+            ":9191",
+            "a b:1",
+            "host:70000",
+        ] {
+            assert!(
+                Cli::try_parse_from(["origin-watch", "run", "--listen", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     };
     let exit = runtime.block_on(async {
         let cancel = CancellationToken::new();
+        let signalled = cancel.clone();
         tokio::spawn(cancel_on_signal(cancel.clone()));
         // On a worker thread, the pass and its connections share a scheduler
         // instead of waking the main thread for every answer.
@@ -48,7 +49,14 @@ fn main() -> ExitCode {
             }
         };
         match result {
-            Ok(exit) => exit,
+            Ok(exit) => {
+                // The last line after SIGTERM/SIGINT says the process ended
+                // and how, so a log collector sees a clean stop.
+                if signalled.is_cancelled() {
+                    tracing::info!(exit = exit.code(), "stopped after the signal; state saved");
+                }
+                exit
+            }
             Err(e) => {
                 let e = anyhow::Error::new(e);
                 // Log collectors read the JSON event; people read the plain line.
@@ -92,6 +100,7 @@ fn install_tracing(format: Option<LogFormat>) -> (LogFormat, FlushGuard<StderrAb
         LogFormat::Json
     });
     let (writer, guard) = BufferedSink::new(StderrAboveBar);
+    writer.flush_on_demand();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -162,14 +162,14 @@ pub async fn sidecar(
         store: ctx.store.clone(),
         reporter: ctx.reporter.clone(),
     });
-    if let Some(addr) = args.listen {
-        let listener =
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|cause| AppError::Listen {
-                    addr: addr.to_string(),
-                    cause,
-                })?;
+    if let Some(addr) = &args.listen {
+        // A host name (`localhost:9191`) is resolved here.
+        let listener = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|cause| AppError::Listen {
+                addr: addr.clone(),
+                cause,
+            })?;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /healthz and /metrics");
         let (m, h, stop) = (metrics.clone(), health.clone(), shutdown.clone());
         tokio::spawn(async move { crate::metrics::serve(listener, m, h, stop).await });

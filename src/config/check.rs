@@ -158,9 +158,11 @@ impl<'a> Checker<'a> {
             .unwrap_or_else(|| "*/10 * * * *".into());
         let schedule = match CronSchedule::parse(&expr) {
             Ok(s) => Some(s),
+            // Said once for `defaults.schedule` (problems are deduplicated),
+            // under the watch for its own.
             Err(e) => {
                 self.problem(format!(
-                    "{}: bad cron expression {expr:?} for watch {label}: {e}",
+                    "{}: bad cron expression {expr:?}: {e}",
                     at("schedule", own.schedule.is_some())
                 ));
                 None
