@@ -74,7 +74,7 @@ watches:
       - /images/retired.webp
       - /images/no-head.png
       - /images/flaky.png
-      - {{ src: /images/logo.png }}
+      - /images/logo.png               # the canary is a source too
 "#,
         api = api.base_url(),
         state = dir.join("state.db").display(),

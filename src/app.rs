@@ -502,7 +502,12 @@ fn fraction_rule(key: &str, fraction: f64, of: usize, noun: &str, floor: usize) 
     } else if limit >= of {
         format!(
             "{key} {fraction}: never trips in this watch ({of} {}, fraction_floor {floor})",
-            noun.split(' ').next().unwrap_or(noun)
+            // "3 sources", "3 probe URLs".
+            if noun.starts_with("probe URLs") {
+                "probe URLs"
+            } else {
+                noun.split(' ').next().unwrap_or(noun)
+            }
         )
     } else {
         let why = if limit == floor && floor > crate::guard::max_due(fraction, of) {

@@ -141,7 +141,11 @@ fn truthful_range(why: &str) -> String {
     ];
     for (unit, range) in RANGES {
         if why.starts_with(unit) && why.contains("must be") {
-            return range.to_owned();
+            // "... ('61' specified.)": keep the value the user wrote.
+            return match why.split_once("('").and_then(|(_, v)| v.split_once('\'')) {
+                Some((value, _)) => format!("'{value}': {range}"),
+                None => range.to_owned(),
+            };
         }
     }
     why.to_owned()
@@ -154,9 +158,9 @@ mod tests {
     #[test]
     fn an_out_of_range_field_is_told_its_true_range() {
         let e = CronSchedule::parse("61 * * * *").unwrap_err();
-        assert_eq!(e, "minutes must be from 0 to 59");
+        assert_eq!(e, "'61': minutes must be from 0 to 59");
         let e = CronSchedule::parse("0 25 * * *").unwrap_err();
-        assert_eq!(e, "hours must be from 0 to 23");
+        assert_eq!(e, "'25': hours must be from 0 to 23");
     }
     use chrono::{Datelike, TimeZone, Weekday};
 

@@ -755,7 +755,7 @@ async fn every_unknown_key_is_listed_not_just_the_first() {
         "line 1",
         "watches[0] (a).projct: unknown key",
         "defaults.timeout: bad duration",
-        "defaults.schedule: bad cron expression \"61 * * * *\": minutes must be from 0 to 59",
+        "defaults.schedule: bad cron expression \"61 * * * *\": '61': minutes must be from 0 to 59",
     ] {
         assert!(out.stderr.contains(want), "{want}: {}", out.all());
     }
