@@ -155,6 +155,43 @@ pub struct RunArgs {
     pub shutdown_timeout: Duration,
 }
 
+/// The global options `completions` and `man` ignore (they read no config).
+const IGNORED_BY_GENERATORS: [&str; 6] = [
+    "config",
+    "state",
+    "watches",
+    "shard",
+    "shards",
+    "log_format",
+];
+
+/// The command line as parsed: [`Cli`]'s definition with the global
+/// options hidden from `completions --help` and `man --help`, which ignore
+/// them (they still parse there, as clap propagates them).
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    for sub in ["completions", "man"] {
+        cmd = cmd.mut_subcommand(sub, |s| {
+            s.mut_args(|a| {
+                if IGNORED_BY_GENERATORS.contains(&a.get_id().as_str()) {
+                    a.hide(true)
+                } else {
+                    a
+                }
+            })
+        });
+    }
+    cmd
+}
+
+/// Parses the process's arguments with [`command`] (exits on `--help`
+/// and on errors, as clap does).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Pretty,
@@ -212,6 +249,28 @@ mod tests {
     fn listen_is_only_for_run() {
         assert!(Cli::try_parse_from(["origin-watch", "once", "--listen", "127.0.0.1:9"]).is_err());
         assert!(Cli::try_parse_from(["origin-watch", "run", "--listen", "127.0.0.1:9"]).is_ok());
+    }
+
+    #[test]
+    fn generators_do_not_list_the_options_they_ignore() {
+        let mut cmd = command();
+        for sub in ["completions", "man"] {
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .expect("subcommand")
+                .render_help()
+                .to_string();
+            assert!(
+                !help.contains("--config") && !help.contains("--shard"),
+                "{sub}:\n{help}"
+            );
+        }
+        let once = cmd
+            .find_subcommand_mut("once")
+            .expect("once")
+            .render_help()
+            .to_string();
+        assert!(once.contains("--config"), "{once}");
     }
 
     #[test]

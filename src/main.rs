@@ -6,9 +6,8 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use origin_watch::app;
-use origin_watch::cli::{Cli, LogFormat};
+use origin_watch::cli::LogFormat;
 use origin_watch::exit::Exit;
 use origin_watch::logsink::{BufferedSink, FlushGuard};
 use origin_watch::progress::StderrAboveBar;
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = origin_watch::cli::parse();
     // Logs go through a buffer flushed every 100 ms that never drops a
     // line; the guard flushes it when main returns.
     let (log_format, log_guard) = install_tracing(cli.global.log_format);
