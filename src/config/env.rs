@@ -30,9 +30,17 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
     Ok(out)
 }
 
-/// [`expand`] from the process environment.
+/// [`expand`] from the process environment. Each value read is registered
+/// with [`crate::redact`] on its own too (a server may echo the secret part
+/// of `Basic ${CREDENTIALS}` without its prefix).
 pub fn expand_env(text: &str) -> Result<String, String> {
-    expand(text, |name| std::env::var(name).ok())
+    expand(text, |name| {
+        let value = std::env::var(name).ok();
+        if let Some(v) = &value {
+            crate::redact::register(v);
+        }
+        value
+    })
 }
 
 #[cfg(test)]
