@@ -46,6 +46,10 @@ struct Args {
     /// After those, answer every valid call with this status (e.g. 402, 403).
     #[arg(long, value_name = "CODE")]
     status: Option<u16>,
+    /// A project `GET /v9/projects/{idOrName}` knows (for `check --online`):
+    /// `NAME` (personal) or `NAME@TEAM_ID`; repeatable.
+    #[arg(long = "project", value_name = "NAME[@TEAM_ID]")]
+    projects: Vec<String>,
     /// Wait this long before answering each call (e.g. 5s), to try shutdowns.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     delay: Option<std::time::Duration>,
@@ -70,6 +74,14 @@ async fn main() -> anyhow::Result<()> {
             fixed_status: args.status,
             delay: args.delay.unwrap_or_default(),
             origin: args.origin,
+            projects: args
+                .projects
+                .iter()
+                .map(|p| match p.split_once('@') {
+                    Some((name, team)) => testkit::FakeProject::new(name, Some(team), None),
+                    None => testkit::FakeProject::new(p, None, None),
+                })
+                .collect(),
         },
     )
     .await

@@ -120,8 +120,11 @@ pub async fn execute(
     let config = load_config(global)?;
     match command {
         Command::Completions { .. } | Command::Man => Ok(Exit::Ok),
-        Command::Check => {
+        Command::Check(args) => {
             print_plan(&config, &mut std::io::stdout().lock());
+            if args.online {
+                return crate::online::check_online(&config).await;
+            }
             Ok(Exit::Ok)
         }
         Command::Discover => discover(&config, &cancel).await,
@@ -143,9 +146,9 @@ pub async fn execute(
 /// on stdout and a summary per watch in the logs. Probes nothing, writes
 /// no state. Exit 1 when a discovery was partial (its errors are logged).
 async fn discover(config: &Config, cancel: &CancellationToken) -> Result<Exit, AppError> {
-    let prober = Arc::new(Prober::new().map_err(AppError::Client)?);
-    let discoverer =
-        crate::discover::Discoverer::new(prober).map_err(|e| AppError::Client(e.to_string()))?;
+    let prober = Arc::new(Prober::trusting(&config.trust).map_err(AppError::Client)?);
+    let discoverer = crate::discover::Discoverer::trusting(prober, &config.trust)
+        .map_err(|e| AppError::Client(e.to_string()))?;
     let mut exit = Exit::Ok;
     for w in &config.watches {
         let Some(found) = discoverer.discover_watch(w, cancel).await else {
@@ -198,9 +201,13 @@ async fn one_pass(
     if let Some(p) = &progress {
         ctx.observer = Some(p.clone());
     }
+    let started = store::millis(Utc::now());
     let outcome = run_pass(&ctx, &config.watches, cancel).await;
     if let Some(p) = &progress {
         p.finish();
+    }
+    if let Some(n) = notifier(config, args)? {
+        n.after(&*ctx.store, started, &outcome).await;
     }
     let outcome = outcome.map_err(AppError::StateSave)?;
     report_written(&ctx, &args.report)?;
@@ -306,7 +313,10 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
         None
     } else {
         let token = config.vercel.token_from_env()?;
-        Some(Arc::new(VercelClient::new(&config.vercel, token)?))
+        Some(Arc::new(
+            VercelClient::trusting(&config.vercel, token, &config.trust)
+                .map_err(AppError::Client)?,
+        ))
     };
     let access = if args.dry_run {
         Access::DryRun
@@ -317,12 +327,26 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
         .await
         .map_err(AppError::StateOpen)?;
     Ok(PassContext {
-        prober: Arc::new(Prober::new().map_err(AppError::Client)?),
+        prober: Arc::new(Prober::trusting(&config.trust).map_err(AppError::Client)?),
         vercel,
         store,
         reporter: Arc::new(reporter(&args.report)?),
         observer: None,
     })
+}
+
+/// The webhook of `notify:`, for a pass that may call Vercel (a dry run
+/// tells no one).
+pub fn notifier(
+    config: &Config,
+    args: &PassArgs,
+) -> Result<Option<crate::notify::Notifier>, AppError> {
+    match &config.notify {
+        Some(n) if !args.dry_run => crate::notify::Notifier::new(n.clone(), &config.trust)
+            .map(Some)
+            .map_err(AppError::Client),
+        _ => Ok(None),
+    }
 }
 
 pub fn reporter(args: &ReportArgs) -> Result<Reporter, AppError> {
@@ -335,8 +359,15 @@ pub fn reporter(args: &ReportArgs) -> Result<Reporter, AppError> {
     }
 }
 
-/// The human summary on stdout (control characters escaped by its `Display`).
+/// The summary: one `pass summary` log event per watch (counts as
+/// fields), then the human line on stdout (control characters escaped by
+/// its `Display`), after the pass's buffered log lines, so on a terminal it
+/// comes last.
 pub fn print_outcome(outcome: &PassOutcome) -> std::io::Result<()> {
+    for w in &outcome.watches {
+        w.log();
+    }
+    crate::logsink::flush_now();
     let mut out = std::io::stdout().lock();
     for w in &outcome.watches {
         writeln!(out, "{w}")?;
@@ -370,14 +401,14 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
     let _ = writeln!(
         out,
         "vercel: {} (token from {}: {token})",
-        for_stdout(config.vercel.api_base.as_str()),
+        for_stdout(config.vercel.api_base.as_str().trim_end_matches('/')),
         for_stdout(&config.vercel.token_env)
     );
     for w in &config.watches {
         let r = &w.rules;
         let _ = writeln!(
             out,
-            "watch {}: project {}{}{}, {} images ({} probe URLs{}), schedule {:?} (UTC)",
+            "watch {}: project {}{}{}, {} image{} ({} probe URL{}{}), schedule {:?} (UTC)",
             for_stdout(&w.name),
             for_stdout(&w.project),
             w.team_id
@@ -389,7 +420,9 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
                 .map(|s| format!(", slug {}", for_stdout(s)))
                 .unwrap_or_default(),
             w.sources.len(),
+            if w.sources.len() == 1 { "" } else { "s" },
             w.probes.len(),
+            if w.probes.len() == 1 { "" } else { "s" },
             if w.duplicates > 0 {
                 format!(", {} duplicates ignored", w.duplicates)
             } else {
@@ -422,9 +455,10 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
         );
         let _ = writeln!(
             out,
-            "  gone: {:?} on {} consecutive passes{min_gone_for}; guards: canary {}, max_purges_per_pass {}",
+            "  gone: {:?} on {} consecutive pass{}{min_gone_for}; guards: canary {}, max_purges_per_pass {}",
             r.gone_statuses,
             r.confirmations,
+            if r.confirmations == 1 { "" } else { "es" },
             for_stdout(w.canary.as_deref().unwrap_or("none")),
             r.max_purges_per_pass,
         );
@@ -508,7 +542,12 @@ fn fraction_rule(key: &str, fraction: f64, of: usize, noun: &str, floor: usize) 
     } else if limit >= of {
         format!(
             "{key} {fraction}: never trips in this watch ({of} {}, fraction_floor {floor})",
-            noun.split(' ').next().unwrap_or(noun)
+            // "3 sources", "3 probe URLs".
+            if noun.starts_with("probe URLs") {
+                "probe URLs"
+            } else {
+                noun.split(' ').next().unwrap_or(noun)
+            }
         )
     } else {
         let why = if limit == floor && floor > crate::guard::max_due(fraction, of) {

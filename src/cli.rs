@@ -70,8 +70,8 @@ pub enum Command {
     Audit(ReportArgs),
     /// Long-running sidecar: a pass for each watch on its cron schedule until SIGTERM/SIGINT
     Run(RunArgs),
-    /// Validate the config and print the plan (images per watch, next fire times); no network
-    Check,
+    /// Validate the config and print the plan (images per watch, next fire times); no network unless --online
+    Check(CheckArgs),
     /// The inventory and the ledger: show, forget, ledger
     #[command(subcommand)]
     State(StateCommand),
@@ -111,6 +111,13 @@ pub enum StateCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also verify, with read-only API calls, that the token is valid and each watch's project exists under its team; exit 1 on any problem
+    #[arg(long)]
+    pub online: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// The source, exactly as configured or discovered
     #[arg(value_name = "SRC")]
@@ -139,19 +146,77 @@ pub struct RunArgs {
     #[command(flatten)]
     pub pass: PassArgs,
 
-    /// Serve `GET /healthz` and `GET /metrics` (Prometheus text) on this address
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    /// Serve `GET /healthz` and `GET /metrics` (Prometheus text) on this address (HOST:PORT; HOST may be a name such as localhost)
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<String>,
 
     /// On SIGTERM/SIGINT, how long to wait for in-flight work before exiting anyway
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 }
 
+/// The global options `completions` and `man` ignore (they read no config).
+const IGNORED_BY_GENERATORS: [&str; 6] = [
+    "config",
+    "state",
+    "watches",
+    "shard",
+    "shards",
+    "log_format",
+];
+
+/// The command line as parsed: [`Cli`]'s definition with the global
+/// options hidden from `completions --help` and `man --help`, which ignore
+/// them (they still parse there, as clap propagates them).
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    for sub in ["completions", "man"] {
+        cmd = cmd.mut_subcommand(sub, |s| {
+            s.mut_args(|a| {
+                if IGNORED_BY_GENERATORS.contains(&a.get_id().as_str()) {
+                    a.hide(true)
+                } else {
+                    a
+                }
+            })
+        });
+    }
+    cmd
+}
+
+/// Parses the process's arguments with [`command`] (exits on `--help`
+/// and on errors, as clap does).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+/// `HOST:PORT`: an IP address (`[::1]:9191` for IPv6) or a host name
+/// (`localhost:9191`), resolved when `run` binds it.
+fn parse_listen(s: &str) -> Result<String, String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(s.to_owned());
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:9191 or localhost:9191)"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port number (0-65535)"))?;
+    let name_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !name_ok {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -184,5 +249,54 @@ mod tests {
     fn listen_is_only_for_run() {
         assert!(Cli::try_parse_from(["origin-watch", "once", "--listen", "127.0.0.1:9"]).is_err());
         assert!(Cli::try_parse_from(["origin-watch", "run", "--listen", "127.0.0.1:9"]).is_ok());
+    }
+
+    #[test]
+    fn generators_do_not_list_the_options_they_ignore() {
+        let mut cmd = command();
+        for sub in ["completions", "man"] {
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .expect("subcommand")
+                .render_help()
+                .to_string();
+            assert!(
+                !help.contains("--config") && !help.contains("--shard"),
+                "{sub}:\n{help}"
+            );
+        }
+        let once = cmd
+            .find_subcommand_mut("once")
+            .expect("once")
+            .render_help()
+            .to_string();
+        assert!(once.contains("--config"), "{once}");
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_ip_addresses() {
+        for ok in [
+            "localhost:9191",
+            "127.0.0.1:9191",
+            "[::1]:9191",
+            "metrics.internal:80",
+        ] {
+            assert!(
+                Cli::try_parse_from(["origin-watch", "run", "--listen", ok]).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "localhost",
+            "localhost:http",
+            ":9191",
+            "a b:1",
+            "host:70000",
+        ] {
+            assert!(
+                Cli::try_parse_from(["origin-watch", "run", "--listen", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

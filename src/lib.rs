@@ -12,7 +12,7 @@
 //! - [`shard`]: `--shard K/N`, a stable split of the sources between processes.
 //! - [`schedule`]: cron expressions; [`sidecar`] fires passes on them for `run`.
 //! - [`probe`]: HTTP probes of origin URLs into [`probe::Observation`]s; decides nothing.
-//!   [`transport`] is its HTTP client.
+//!   [`transport`] is its HTTP client; [`tls`] says which CAs every client trusts.
 //! - [`policy`]: pure decisions from an observation and the previous state.
 //! - [`judge`]: pure: one source's observation and record -> its decision, what to write, or the call it is due for.
 //! - [`guard`]: pure blast-radius checks over a whole pass.
@@ -22,6 +22,8 @@
 //! - [`pass`]: one pass over one or more watches: probe, decide, guard, purge, save, report.
 //! - [`progress`]: the terminal progress bar of `once` and `audit`.
 //! - [`report`]: decision records as JSON Lines and the human summary.
+//! - [`online`]: `check --online`, the read-only API calls that say a setup will work.
+//! - [`notify`]: the optional webhook told of guards, failed calls and purges.
 //! - [`metrics`]: Prometheus metrics and `/healthz` for `run --listen`.
 //! - [`exit`]: the exit codes; [`logsink`]: the buffered writer behind the logs.
 //! - [`redact`]: masks the token, registered secrets and URL passwords in all output.
@@ -38,6 +40,8 @@ pub mod guard;
 pub mod judge;
 pub mod logsink;
 pub mod metrics;
+pub mod notify;
+pub mod online;
 pub mod pass;
 pub mod plan;
 pub mod policy;
@@ -50,5 +54,6 @@ pub mod shard;
 pub mod sidecar;
 pub mod sources;
 pub mod store;
+pub mod tls;
 pub mod transport;
 pub mod vercel;

@@ -25,6 +25,18 @@ struct Shared<W: Write> {
     wake: Condvar,
 }
 
+/// What [`flush_now`] flushes: the process's log sink, once `main` names it.
+static PROCESS_SINK: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>> = std::sync::OnceLock::new();
+
+/// Writes out the log lines buffered so far (when `main` installed a sink
+/// with [`BufferedSink::flush_on_demand`]), so what goes to stdout next
+/// comes after them on a terminal.
+pub fn flush_now() {
+    if let Some(f) = PROCESS_SINK.get() {
+        f();
+    }
+}
+
 /// The writer to hand to `tracing_subscriber::fmt().with_writer(..)`.
 pub struct BufferedSink<W: Write + Send + 'static> {
     shared: Arc<Shared<W>>,
@@ -73,6 +85,15 @@ impl<W: Write + Send + 'static> BufferedSink<W> {
             },
             FlushGuard { shared, thread },
         )
+    }
+}
+
+impl<W: Write + Send + 'static> BufferedSink<W> {
+    /// Makes [`flush_now`] flush this sink (the process's one; the first
+    /// call wins).
+    pub fn flush_on_demand(&self) {
+        let shared = self.shared.clone();
+        let _ = PROCESS_SINK.set(Box::new(move || shared.flush()));
     }
 }
 

@@ -6,9 +6,8 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use origin_watch::app;
-use origin_watch::cli::{Cli, LogFormat};
+use origin_watch::cli::LogFormat;
 use origin_watch::exit::Exit;
 use origin_watch::logsink::{BufferedSink, FlushGuard};
 use origin_watch::progress::StderrAboveBar;
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = origin_watch::cli::parse();
     // Logs go through a buffer flushed every 100 ms that never drops a
     // line; the guard flushes it when main returns.
     let (log_format, log_guard) = install_tracing(cli.global.log_format);
@@ -34,6 +33,7 @@ fn main() -> ExitCode {
     };
     let exit = runtime.block_on(async {
         let cancel = CancellationToken::new();
+        let signalled = cancel.clone();
         tokio::spawn(cancel_on_signal(cancel.clone()));
         // On a worker thread, the pass and its connections share a scheduler
         // instead of waking the main thread for every answer.
@@ -48,7 +48,14 @@ fn main() -> ExitCode {
             }
         };
         match result {
-            Ok(exit) => exit,
+            Ok(exit) => {
+                // The last line after SIGTERM/SIGINT says the process ended
+                // and how, so a log collector sees a clean stop.
+                if signalled.is_cancelled() {
+                    tracing::info!(exit = exit.code(), "stopped after the signal; state saved");
+                }
+                exit
+            }
             Err(e) => {
                 let e = anyhow::Error::new(e);
                 // Log collectors read the JSON event; people read the plain line.
@@ -92,6 +99,7 @@ fn install_tracing(format: Option<LogFormat>) -> (LogFormat, FlushGuard<StderrAb
         LogFormat::Json
     });
     let (writer, guard) = BufferedSink::new(StderrAboveBar);
+    writer.flush_on_demand();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

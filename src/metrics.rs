@@ -226,6 +226,17 @@ impl Metrics {
         ] {
             drop(family.get_or_create(&label));
         }
+        // The pass gauges exist from start-up too: the last pass time
+        // starts at the time the watch was registered (not 0, which would
+        // fire "passes stopped" at once), so a sidecar that never finishes
+        // a pass trips that alert after 3 intervals; the duration starts at 0.
+        let label = WatchLabel { watch: w() };
+        let last = self.last_pass.get_or_create(&label);
+        if last.get() == 0.0 {
+            last.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
+        drop(last);
+        drop(self.pass_duration.get_or_create(&label));
     }
 
     /// Drops every series of a watch that a reload removed, so alerts on

@@ -393,7 +393,8 @@ async fn discover(
     let mut summary = None;
     if due {
         let before = ctx.store.discovered_sources(&watch.name).await?;
-        let found = match crate::discover::Discoverer::new(ctx.prober.clone()) {
+        let trust = ctx.prober.trust().clone();
+        let found = match crate::discover::Discoverer::trusting(ctx.prober.clone(), &trust) {
             Ok(d) => d.discover_watch(watch, cancel).await,
             Err(e) => {
                 tracing::error!(watch = %watch.name, error = %e, "discovery could not start");

@@ -284,8 +284,8 @@ pub fn judge(
                 (
                     Step::Pending,
                     format!(
-                        "{status} on {} consecutive passes but gone for {} of min_gone_for {}; would purge on the first pass {} or more from now",
-                        next.gone_streak,
+                        "{status} on {} but gone for {} of min_gone_for {}; would purge on the first pass {} or more from now",
+                        consecutive(next.gone_streak),
                         span(gone_for),
                         span(min_gone_for),
                         span(left)
@@ -294,14 +294,14 @@ pub fn judge(
             } else if min_gone_for.is_zero() {
                 (
                     Step::Due,
-                    format!("{status} on {} consecutive passes", next.gone_streak),
+                    format!("{status} on {}", consecutive(next.gone_streak)),
                 )
             } else {
                 (
                     Step::Due,
                     format!(
-                        "{status} on {} consecutive passes, gone for {}",
-                        next.gone_streak,
+                        "{status} on {}, gone for {}",
+                        consecutive(next.gone_streak),
                         span(gone_for)
                     ),
                 )
@@ -323,6 +323,11 @@ fn span(d: Duration) -> String {
 /// Marks an episode purged; called only after the API answered 200.
 pub fn mark_purged(episode: &mut Episode, now: DateTime<Utc>) {
     episode.purged_at = Some(now);
+}
+
+/// "1 consecutive pass", "2 consecutive passes".
+fn consecutive(n: u32) -> String {
+    format!("{n} consecutive pass{}", if n == 1 { "" } else { "es" })
 }
 
 #[cfg(test)]
@@ -479,7 +484,7 @@ mod tests {
         assert_eq!(a.step, Step::Pending);
         assert_eq!(
             a.reason,
-            "404 on 1 consecutive passes but gone for 0s of min_gone_for 10m; would purge on the first pass 10m or more from now"
+            "404 on 1 consecutive pass but gone for 0s of min_gone_for 10m; would purge on the first pass 10m or more from now"
         );
         let b = judge(&gone(), a.next.as_ref(), 1, TEN_MINUTES, secs(570));
         assert_eq!(b.step, Step::Pending);

@@ -101,6 +101,61 @@ impl Observation {
     }
 }
 
+/// A watch's probe headers (`headers:`): sent with every probe and
+/// discovery request of the watch, and only to the host first asked (a
+/// redirect to another host gets none). The values are secrets: registered
+/// with [`crate::redact`], marked sensitive, and left out of `Debug`.
+#[derive(Clone, Default, PartialEq)]
+pub struct ProbeHeaders(Arc<HeaderMap>);
+
+impl ProbeHeaders {
+    /// Headers whose values have been checked (names and values valid).
+    pub fn new(map: HeaderMap) -> ProbeHeaders {
+        let mut map = map;
+        for value in map.values_mut() {
+            if let Ok(text) = value.to_str() {
+                crate::redact::register(text);
+            }
+            value.set_sensitive(true);
+        }
+        ProbeHeaders(Arc::new(map))
+    }
+
+    pub fn map(&self) -> &HeaderMap {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The headers for a request to `at` in a chain that began at `first`:
+    /// all of them on the first host (same scheme, host and port), none
+    /// elsewhere.
+    pub fn for_hop(&self, first: &Url, at: &Url) -> &HeaderMap {
+        static NONE: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+        if same_origin(first, at) {
+            &self.0
+        } else {
+            &NONE
+        }
+    }
+}
+
+/// Whether two URLs share scheme, host and port (the origin).
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Only the names: the values are secrets.
+impl std::fmt::Debug for ProbeHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// The per-probe settings, taken from a watch's [`Rules`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeRules {
@@ -109,6 +164,8 @@ pub struct ProbeRules {
     pub follow_redirects: u32,
     pub gone_statuses: Vec<u16>,
     pub per_host_concurrency: usize,
+    /// Sent with every request of the probe, to its first host only.
+    pub headers: ProbeHeaders,
 }
 
 /// The documented `defaults:`.
@@ -120,6 +177,7 @@ impl Default for ProbeRules {
             follow_redirects: 5,
             gone_statuses: vec![404, 410],
             per_host_concurrency: 16,
+            headers: ProbeHeaders::default(),
         }
     }
 }
@@ -132,6 +190,7 @@ impl From<&Rules> for ProbeRules {
             follow_redirects: r.follow_redirects,
             gone_statuses: r.gone_statuses.clone(),
             per_host_concurrency: r.per_host_concurrency,
+            headers: r.headers.clone(),
         }
     }
 }
@@ -219,6 +278,9 @@ pub struct Prober {
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     retry_base: Duration,
     max_host_backoff: Duration,
+    /// The roots its client trusts, for other clients that share its
+    /// limits (discovery) to trust the same.
+    trust: crate::tls::Trust,
 }
 
 impl Prober {
@@ -227,12 +289,25 @@ impl Prober {
         Ok(Self::with_transport(Transport::from_env()?))
     }
 
+    /// As [`Prober::new`], trusting `trust`'s roots (`ca_file:`).
+    pub fn trusting(trust: &crate::tls::Trust) -> Result<Prober, String> {
+        let mut prober = Self::with_transport(Transport::from_env_trusting(trust)?);
+        prober.trust = trust.clone();
+        Ok(prober)
+    }
+
+    /// The roots this prober's client trusts.
+    pub fn trust(&self) -> &crate::tls::Trust {
+        &self.trust
+    }
+
     pub fn with_transport(transport: Transport) -> Prober {
         Prober {
             transport,
             hosts: Mutex::new(HashMap::new()),
             retry_base: Duration::from_millis(200),
             max_host_backoff: MAX_HOST_BACKOFF,
+            trust: crate::tls::Trust::default(),
         }
     }
 
@@ -376,6 +451,7 @@ impl Prober {
         slot: &mut Slot<'_>,
     ) -> Result<Answer, String> {
         let mut hops = 0;
+        let first = url.clone();
         loop {
             let host = self.host(&url, rules.per_host_concurrency);
             let (status, headers) = {
@@ -401,7 +477,12 @@ impl Prober {
                 }
                 let answered = self
                     .transport
-                    .send(&method, &url, rules.timeout)
+                    .send_with(
+                        &method,
+                        &url,
+                        rules.timeout,
+                        rules.headers.for_hop(&first, &url),
+                    )
                     .await
                     .map_err(|e| e.describe(rules.timeout))?;
                 slot.host = Some((host.clone(), permit));

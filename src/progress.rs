@@ -29,10 +29,15 @@ impl Progress {
         let bar =
             ProgressBar::with_draw_target(Some(sources), ProgressDrawTarget::stderr_with_hz(10));
         bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} probed, {msg}, {per_sec}, ETA {eta}",
-            )
-            .expect("the template is valid"),
+            ProgressStyle::with_template("{bar:30} {pos}/{len} probed, {msg}, {rate}, ETA {eta}")
+                .expect("the template is valid")
+                // indicatif's {per_sec} prints "213.4685/s".
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0}/s", state.per_sec());
+                    },
+                ),
         );
         bar.set_message("0 gone");
         *ACTIVE.write().expect("progress lock") = Some(bar.clone());

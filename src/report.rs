@@ -259,6 +259,41 @@ impl WatchSummary {
     }
 }
 
+impl WatchSummary {
+    /// The summary as one log event (`pass summary`), its counts as
+    /// fields: what log collectors read where a person reads the line.
+    pub fn log(&self) {
+        use crate::redact::text;
+        tracing::info!(
+            watch = %text(&self.watch),
+            project = %text(&self.project),
+            sources = self.sources,
+            checked = self.checked,
+            present = self.present,
+            gone = self.gone,
+            inconclusive = self.inconclusive,
+            purged = self.count(Decision::Purge),
+            would_purge = self.count(Decision::WouldPurge),
+            pending = self.count(Decision::Pending),
+            already_purged = self.count(Decision::AlreadyPurged),
+            withheld = self.count(Decision::Withheld),
+            failed = self.count(Decision::Failed),
+            changed = self.count(Decision::Changed),
+            invalidated = self.count(Decision::Invalidate),
+            would_invalidate = self.count(Decision::WouldInvalidate),
+            remembered = self.remembered,
+            discovered = self.discovery.as_ref().map(|d| d.found),
+            discovered_new = self.discovery.as_ref().map(|d| d.new),
+            api_calls = self.api_calls,
+            duration_ms = self.duration.as_millis() as u64,
+            dry_run = self.dry_run,
+            interrupted = self.interrupted,
+            guard_alarm = self.guard_alarm.as_deref().map(text).as_deref(),
+            "pass summary"
+        );
+    }
+}
+
 /// The summary is for a person's terminal: names, sources and reasons have
 /// their control characters escaped and their secrets masked.
 impl fmt::Display for WatchSummary {
@@ -327,7 +362,7 @@ impl fmt::Display for WatchSummary {
         if self.interrupted {
             write!(
                 f,
-                " (interrupted: {} of {} checked)",
+                " (interrupted by a signal: {} of {} checked, no new purge calls)",
                 self.checked, self.sources
             )?;
         }

@@ -51,7 +51,7 @@ impl CronSchedule {
                 .rev()
                 .map(str::trim)
                 .find(|l| !l.is_empty() && *l != "^");
-            why.unwrap_or(&text).trim_end_matches('.').to_owned()
+            truthful_range(why.unwrap_or(&text).trim_end_matches('.'))
         })?;
         if inner.upcoming(Utc).next().is_none() {
             return Err("it never fires".into());
@@ -125,9 +125,43 @@ fn crontab_day_of_week(field: &str) -> Result<String, String> {
     Ok(names.join(","))
 }
 
+/// The cron crate says "Minutes must be less than 59" of a minute of 61:
+/// 59 itself is allowed, so say the range as it is.
+fn truthful_range(why: &str) -> String {
+    const RANGES: [(&str, &str); 6] = [
+        ("Seconds", "seconds must be from 0 to 59"),
+        ("Minutes", "minutes must be from 0 to 59"),
+        ("Hours", "hours must be from 0 to 23"),
+        ("Days of Month", "days of the month must be from 1 to 31"),
+        ("Months", "months must be from 1 to 12"),
+        (
+            "Days of Week",
+            "days of the week must be from 0 to 7 in crontab's 5 fields (1 to 7 with seconds) or names",
+        ),
+    ];
+    for (unit, range) in RANGES {
+        if why.starts_with(unit) && why.contains("must be") {
+            // "... ('61' specified.)": keep the value the user wrote.
+            return match why.split_once("('").and_then(|(_, v)| v.split_once('\'')) {
+                Some((value, _)) => format!("'{value}': {range}"),
+                None => range.to_owned(),
+            };
+        }
+    }
+    why.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_out_of_range_field_is_told_its_true_range() {
+        let e = CronSchedule::parse("61 * * * *").unwrap_err();
+        assert_eq!(e, "'61': minutes must be from 0 to 59");
+        let e = CronSchedule::parse("0 25 * * *").unwrap_err();
+        assert_eq!(e, "'25': hours must be from 0 to 23");
+    }
     use chrono::{Datelike, TimeZone, Weekday};
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {

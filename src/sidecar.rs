@@ -162,14 +162,14 @@ pub async fn sidecar(
         store: ctx.store.clone(),
         reporter: ctx.reporter.clone(),
     });
-    if let Some(addr) = args.listen {
-        let listener =
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|cause| AppError::Listen {
-                    addr: addr.to_string(),
-                    cause,
-                })?;
+    if let Some(addr) = &args.listen {
+        // A host name (`localhost:9191`) is resolved here.
+        let listener = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|cause| AppError::Listen {
+                addr: addr.clone(),
+                cause,
+            })?;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /healthz and /metrics");
         let (m, h, stop) = (metrics.clone(), health.clone(), shutdown.clone());
         tokio::spawn(async move { crate::metrics::serve(listener, m, h, stop).await });
@@ -178,12 +178,18 @@ pub async fn sidecar(
     let tracker = TaskTracker::new();
     let running: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>> = Arc::default();
     let clock = Clock::new();
+    let notifier = crate::app::notifier(&config, &args.pass)?.map(Arc::new);
     let pass: PassFn = {
         let (ctx, health, shutdown) = (ctx.clone(), health.clone(), shutdown.clone());
         Arc::new(move |watch: Arc<Watch>| {
             let (ctx, health, shutdown) = (ctx.clone(), health.clone(), shutdown.clone());
+            let notifier = notifier.clone();
             Box::pin(async move {
+                let started = crate::store::millis(Utc::now());
                 let outcome = run_pass(&ctx, std::slice::from_ref(&watch), &shutdown).await;
+                if let Some(n) = &notifier {
+                    n.after(&*ctx.store, started, &outcome).await;
+                }
                 match outcome {
                     Ok(o) => {
                         if let Err(e) = crate::app::print_outcome(&o) {

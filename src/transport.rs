@@ -2,7 +2,8 @@
 //! headers). Redirects, retries and verdicts are the prober's business.
 //!
 //! It talks HTTP/1.1 on hyper's connection API directly, over TCP or TLS
-//! (rustls with the webpki roots), and keeps idle connections per origin
+//! (rustls with the roots of [`crate::tls::Trust`]: Mozilla's, the
+//! system's and `ca_file:`), and keeps idle connections per origin
 //! for reuse. That is about twice the requests a second of a general
 //! client on the same cores (see PERFORMANCE.md). When the environment
 //! names a proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`), probes go
@@ -21,6 +22,8 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use url::{Position, Url};
+
+use crate::tls::Trust;
 
 /// How much of a `GET` body is read (so the connection can be reused)
 /// before the connection is dropped instead.
@@ -68,11 +71,18 @@ pub enum Transport {
 impl Transport {
     /// The direct client, or reqwest when a proxy is configured.
     pub fn from_env() -> Result<Transport, String> {
+        Self::from_env_trusting(&Trust::system())
+    }
+
+    /// As [`Transport::from_env`], trusting `trust`'s roots.
+    pub fn from_env_trusting(trust: &Trust) -> Result<Transport, String> {
         if PROXY_VARS
             .iter()
             .any(|v| std::env::var(v).is_ok_and(|p| !p.is_empty()))
         {
-            let client = reqwest::Client::builder()
+            let client = trust
+                .reqwest_builder()
+                .map_err(|e| e.to_string())?
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(user_agent())
                 .pool_max_idle_per_host(256)
@@ -80,7 +90,7 @@ impl Transport {
                 .map_err(|e| e.to_string())?;
             return Ok(Transport::Proxied(client));
         }
-        Ok(Transport::Direct(Direct::new(Vec::new())?))
+        Ok(Transport::Direct(Direct::trusting(trust)?))
     }
 
     /// Sends one request and returns its answer. A `GET` carries
@@ -91,11 +101,24 @@ impl Transport {
         url: &Url,
         timeout: Duration,
     ) -> Result<Answered, SendError> {
+        self.send_with(method, url, timeout, &HeaderMap::new())
+            .await
+    }
+
+    /// As [`Transport::send`], with `headers` (a watch's probe headers) on
+    /// the request; they replace a default of the same name.
+    pub async fn send_with(
+        &self,
+        method: &Method,
+        url: &Url,
+        timeout: Duration,
+        headers: &HeaderMap,
+    ) -> Result<Answered, SendError> {
         match self {
-            Transport::Direct(d) => tokio::time::timeout(timeout, d.send(method, url))
+            Transport::Direct(d) => tokio::time::timeout(timeout, d.send(method, url, headers))
                 .await
                 .unwrap_or(Err(SendError::Timeout)),
-            Transport::Proxied(c) => proxied(c, method, url, timeout).await,
+            Transport::Proxied(c) => proxied(c, method, url, timeout, headers).await,
         }
     }
 }
@@ -115,40 +138,40 @@ pub struct Direct {
 }
 
 impl Direct {
-    /// `extra_roots` are trusted beside the webpki roots (tests use a
-    /// self-signed certificate).
+    /// `extra_roots` are trusted beside the Mozilla roots and the system
+    /// store (tests use a self-signed certificate).
     pub fn new(extra_roots: Vec<CertificateDer<'static>>) -> Result<Direct, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in extra_roots {
-            roots.add(cert).map_err(|e| e.to_string())?;
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self::trusting(&Trust::with_certs(extra_roots))
+    }
+
+    /// A client trusting `trust`'s roots.
+    pub fn trusting(trust: &Trust) -> Result<Direct, String> {
+        let config = trust
+            .client_config(&[b"http/1.1"])
+            .map_err(|e| e.to_string())?;
         Ok(Direct {
             idle: Mutex::new(HashMap::new()),
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })
     }
 
-    async fn send(&self, method: &Method, url: &Url) -> Result<Answered, SendError> {
+    async fn send(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+    ) -> Result<Answered, SendError> {
         let pool = self.pool(&url[..Position::BeforePath]);
         // A pooled connection the origin has closed meanwhile fails without
         // an answer: try once more on a new one.
         if let Some(sender) = take_ready(&pool).await {
-            match exchange(sender, method, url, &pool).await {
+            match exchange(sender, method, url, headers, &pool).await {
                 Err(SendError::Request(_)) => {}
                 done => return done,
             }
         }
         let sender = self.connect(url).await?;
-        exchange(sender, method, url, &pool).await
+        exchange(sender, method, url, headers, &pool).await
     }
 
     fn pool(&self, origin: &str) -> Arc<Pool> {
@@ -214,6 +237,7 @@ async fn exchange(
     mut sender: Sender,
     method: &Method,
     url: &Url,
+    headers: &HeaderMap,
     pool: &Pool,
 ) -> Result<Answered, SendError> {
     let mut req = Request::builder()
@@ -224,9 +248,12 @@ async fn exchange(
     if method == Method::GET {
         req = req.header(RANGE, HeaderValue::from_static("bytes=0-0"));
     }
-    let req = req
+    let mut req = req
         .body(Empty::new())
         .map_err(|e| SendError::Request(e.to_string()))?;
+    for (name, value) in headers {
+        req.headers_mut().insert(name, value.clone());
+    }
     let resp = sender
         .send_request(req)
         .await
@@ -261,8 +288,12 @@ async fn proxied(
     method: &Method,
     url: &Url,
     timeout: Duration,
+    headers: &HeaderMap,
 ) -> Result<Answered, SendError> {
-    let mut req = client.request(method.clone(), url.clone()).timeout(timeout);
+    let mut req = client
+        .request(method.clone(), url.clone())
+        .timeout(timeout)
+        .headers(headers.clone());
     if method == Method::GET {
         req = req.header(RANGE, "bytes=0-0");
     }

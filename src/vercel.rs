@@ -63,7 +63,12 @@ pub struct PurgeTarget {
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum PurgeError {
     #[error(
-        "vercel answered {status} for project {project}: the token in {token_env} is not allowed to purge it ({message}); no more purges for this project in this pass"
+        "vercel answered {status} for project {project}: {} ({message}); no more purges for this project in this pass",
+        if *.status == 401 {
+            format!("the token in {token_env} was refused (invalid, expired or revoked: create a new one and set {token_env})")
+        } else {
+            format!("the token in {token_env} is not allowed to purge it (check that the token's scope includes the project's team and that the team id/slug is right)")
+        }
     )]
     Unauthorized {
         status: u16,
@@ -186,7 +191,27 @@ pub struct VercelClient {
 
 impl VercelClient {
     pub fn new(cfg: &VercelConfig, token: Token) -> Result<VercelClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        Self::with_builder(cfg, token, reqwest::Client::builder())
+    }
+
+    /// As [`VercelClient::new`], trusting `trust`'s roots (the system store
+    /// and `ca_file:` besides the Mozilla roots): a TLS-intercepting proxy's
+    /// CA works for API calls too.
+    pub fn trusting(
+        cfg: &VercelConfig,
+        token: Token,
+        trust: &crate::tls::Trust,
+    ) -> Result<VercelClient, String> {
+        let builder = trust.reqwest_builder().map_err(|e| e.to_string())?;
+        Self::with_builder(cfg, token, builder).map_err(|e| e.to_string())
+    }
+
+    fn with_builder(
+        cfg: &VercelConfig,
+        token: Token,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<VercelClient, reqwest::Error> {
+        let http = builder
             .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
             // A 3xx is an answer, not a hop: the token stays with api_base.
             .redirect(reqwest::redirect::Policy::none())
@@ -352,7 +377,8 @@ impl VercelClient {
                     let retry_after = crate::probe::retry_after(resp.headers());
                     tracing::info!(
                         project = %target.project,
-                        team_id = target.team_id.as_deref().unwrap_or(""),
+                        team_id = target.team_id.as_deref(),
+                        slug = target.slug.as_deref(),
                         sources = batch.len(),
                         status = status.as_u16(),
                         attempt = calls,
@@ -461,6 +487,89 @@ impl VercelClient {
                     return (calls, Err(PurgeError::NotSent(format!("shutting down before retry ({last})"))));
                 }
             }
+        }
+    }
+}
+
+/// What `GET /v9/projects/{idOrName}` said about a target (`check --online`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProjectLookup {
+    /// 200: the project exists under the team, and the token may read it.
+    Found { id: String, name: String },
+    /// Any other answer, with the API's message; `invalid_token` when the
+    /// API said the token itself is bad (401, or a 403 with `invalidToken`).
+    Refused {
+        status: u16,
+        message: String,
+        invalid_token: bool,
+    },
+    /// No answer (connection, TLS, timeout).
+    NoAnswer(String),
+}
+
+impl VercelClient {
+    /// Looks a target's project up (a read-only call): the check that the
+    /// token is valid and the project exists under its team.
+    pub async fn project(&self, target: &PurgeTarget) -> ProjectLookup {
+        let enc = |v: &str| utf8_percent_encode(v, QUERY_VALUE).to_string();
+        let mut url = format!("{}/v9/projects/{}", self.api_base, enc(&target.project));
+        let mut sep = '?';
+        for (key, value) in [("teamId", &target.team_id), ("slug", &target.slug)] {
+            if let Some(v) = value {
+                url.push(sep);
+                url.push_str(key);
+                url.push('=');
+                url.push_str(&enc(v));
+                sep = '&';
+            }
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
+            .expect("token checked at load");
+        auth.set_sensitive(true);
+        let sent = self
+            .http
+            .get(&url)
+            .header(AUTHORIZATION, auth)
+            .timeout(self.call_timeout)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return ProjectLookup::NoAnswer(format!(
+                    "timeout after {}",
+                    humantime::format_duration(self.call_timeout)
+                ));
+            }
+            Err(e) => {
+                return ProjectLookup::NoAnswer(crate::redact::owned(crate::transport::innermost(
+                    &e,
+                )));
+            }
+        };
+        let status = resp.status();
+        let body = read_capped(resp).await;
+        if status == StatusCode::OK {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let field = |k: &str| {
+                json.get(k)
+                    .and_then(|v| v.as_str())
+                    .map(crate::redact::for_stdout)
+                    .unwrap_or_default()
+            };
+            return ProjectLookup::Found {
+                id: field("id"),
+                name: field("name"),
+            };
+        }
+        let said_invalid = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error")?.get("invalidToken")?.as_bool())
+            .unwrap_or(false);
+        ProjectLookup::Refused {
+            status: status.as_u16(),
+            message: error_message(status, &body),
+            invalid_token: status == StatusCode::UNAUTHORIZED || said_invalid,
         }
     }
 }

@@ -973,7 +973,7 @@ async fn check_prints_the_plan_without_network() {
     ));
     let out = w.run(&["check"], false).await;
     assert_eq!(out.code, Some(0), "{}", out.everything());
-    for (name, images) in [("site", "3 images"), ("blog", "1 images")] {
+    for (name, images) in [("site", "3 images"), ("blog", "1 image (1 probe URL)")] {
         assert!(
             out.stdout
                 .lines()

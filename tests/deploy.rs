@@ -1134,3 +1134,226 @@ fn dockerfile_builds_locked_and_runs_the_binary_unprivileged() {
     );
     launch.check();
 }
+
+// ---------------------------------------------------------------------------
+// Operations files (issue 15): the PVC sidecar, the ServiceMonitor, the
+// alert rules and the dashboard.
+
+/// The metric names the README's metrics table documents.
+fn documented_metrics() -> Vec<String> {
+    read("README.md")
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `origin_watch_"))
+        .filter_map(|l| l.split(['{', '`']).next())
+        .map(|name| format!("origin_watch_{name}"))
+        .collect()
+}
+
+/// Every `origin_watch_*` name in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("origin_watch_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn pvc_sidecar_keeps_its_state_on_a_claim_one_pod_at_a_time() {
+    let file = "deploy/kubernetes/sidecar-pvc.yaml";
+    let docs = documents(file);
+    let claim = docs
+        .iter()
+        .find(|d| kind_of(d) == "PersistentVolumeClaim")
+        .expect("a PersistentVolumeClaim");
+    assert_eq!(
+        seq(claim, "spec.accessModes")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>(),
+        ["ReadWriteOnce"]
+    );
+    let deployment = docs
+        .iter()
+        .find(|d| kind_of(d) == "Deployment")
+        .expect("a Deployment");
+    assert_eq!(
+        string(deployment, "spec.strategy.type", file),
+        "Recreate",
+        "a RollingUpdate starts the new Pod while the old one holds the claim"
+    );
+    assert_eq!(int(deployment, "spec.replicas", file), 1);
+    let pod = pod_spec(deployment).expect("pod spec");
+    let sidecar = seq(pod, "initContainers")
+        .iter()
+        .find(|c| is_origin_watch(c))
+        .expect("the sidecar");
+    let launch = container_launch(file, &docs, deployment, sidecar);
+    let state = launch.state_path();
+    // The volume mounted where the config keeps the state is the claim.
+    let mount = seq(sidecar, "volumeMounts")
+        .iter()
+        .find(|m| state.starts_with(string(m, "mountPath", file)))
+        .unwrap_or_else(|| panic!("{file}: no volume holds {state}"));
+    let volume = seq(pod, "volumes")
+        .iter()
+        .find(|v| name_of(v) == name_of(mount))
+        .expect("the state volume");
+    assert_eq!(
+        string(volume, "persistentVolumeClaim.claimName", file),
+        name_of(claim),
+        "{file}: the state is not on the claim"
+    );
+    assert!(volume.get("emptyDir").is_none());
+}
+
+#[test]
+fn service_monitor_scrapes_the_sidecars_metrics_port() {
+    let file = "deploy/kubernetes/servicemonitor.yaml";
+    let docs = documents(file);
+    let monitor = docs
+        .iter()
+        .find(|d| kind_of(d) == "ServiceMonitor")
+        .expect("a ServiceMonitor");
+    let service = docs
+        .iter()
+        .find(|d| kind_of(d) == "Service")
+        .expect("a Service");
+    let labels = field(service, "metadata.labels").expect("service labels");
+    let wanted = field(monitor, "spec.selector.matchLabels")
+        .and_then(Value::as_mapping)
+        .expect("matchLabels");
+    for (k, v) in wanted {
+        assert_eq!(
+            labels.get(k),
+            Some(v),
+            "{file}: the ServiceMonitor selects {k:?}={v:?}, which the Service lacks"
+        );
+    }
+    let endpoint = &seq(monitor, "spec.endpoints")[0];
+    assert_eq!(string(endpoint, "path", file), "/metrics");
+    let port = string(endpoint, "port", file);
+    let service_port = seq(service, "spec.ports")
+        .iter()
+        .find(|p| name_of(p) == port)
+        .unwrap_or_else(|| panic!("{file}: the Service has no port named {port}"));
+    // The Service's target is the sidecar's named port, which --listen serves.
+    let target = string(service_port, "targetPort", file);
+    let selector = field(service, "spec.selector").expect("service selector");
+    for (_, docs, deployment) in workloads("Deployment") {
+        let pod_labels = field(&deployment, "spec.template.metadata.labels").expect("pod labels");
+        let selected = selector
+            .as_mapping()
+            .expect("selector map")
+            .iter()
+            .all(|(k, v)| pod_labels.get(k) == Some(v));
+        assert!(
+            selected,
+            "the Service does not select {}",
+            name_of(&deployment)
+        );
+        let pod = pod_spec(&deployment).expect("pod spec");
+        let sidecar = seq(pod, "initContainers")
+            .iter()
+            .find(|c| is_origin_watch(c))
+            .expect("sidecar");
+        let named = seq(sidecar, "ports")
+            .iter()
+            .find(|p| name_of(p) == target)
+            .unwrap_or_else(|| panic!("the sidecar has no port named {target}"));
+        let launch = container_launch("deploy/kubernetes", &docs, &deployment, sidecar);
+        let listen = option(&launch.argv, &["--listen"]).expect("--listen");
+        assert!(listen.ends_with(&format!(":{}", int(named, "containerPort", "port"))));
+    }
+}
+
+#[test]
+fn alert_rules_are_valid_and_cover_what_the_readme_says_to_alert_on() {
+    let file = "deploy/prometheus/origin-watch.rules.yaml";
+    // promtool, when installed (`apt-get install prometheus`), checks the
+    // PromQL itself; the checks below run everywhere.
+    if let Ok(out) = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(repo().join(file))
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "promtool check rules {file}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let doc = &documents(file)[0];
+    let known = documented_metrics();
+    assert!(known.len() >= 7, "the README's metrics table: {known:?}");
+    let rules: Vec<&Value> = seq(doc, "groups")
+        .iter()
+        .flat_map(|g| seq(g, "rules"))
+        .collect();
+    let mut used = Vec::new();
+    for rule in &rules {
+        let name = string(rule, "alert", file);
+        let expr = string(rule, "expr", name);
+        string(rule, "labels.severity", name);
+        string(rule, "annotations.summary", name);
+        let names = metric_names(expr);
+        assert!(
+            !names.is_empty(),
+            "{name}: no origin-watch metric in {expr}"
+        );
+        for m in names {
+            let base = m.strip_suffix("_total").unwrap_or(&m);
+            assert!(
+                known
+                    .iter()
+                    .any(|k| k == &m || k.strip_suffix("_total") == Some(base)),
+                "{name}: {m} is not a documented metric"
+            );
+            used.push(m);
+        }
+    }
+    // The README's "What to alert on", one alert each.
+    for needed in [
+        "origin_watch_guard_trips_total",
+        "origin_watch_purge_calls_total",
+        "origin_watch_last_pass_timestamp_seconds",
+        "origin_watch_pass_duration_seconds",
+    ] {
+        assert!(used.iter().any(|u| u == needed), "no alert on {needed}");
+    }
+    assert!(
+        rules
+            .iter()
+            .any(|r| string(r, "expr", "rule").contains("decision=\"skip\"")),
+        "no alert on inconclusive probes"
+    );
+}
+
+#[test]
+fn grafana_dashboard_shows_every_documented_metric_and_no_other() {
+    let file = "deploy/grafana/origin-watch.json";
+    let dash: serde_json::Value =
+        serde_json::from_str(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let known = documented_metrics();
+    let mut shown = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().expect("panel title");
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for m in metric_names(expr) {
+                assert!(known.contains(&m), "{file} {title}: {m} is not documented");
+                shown.push(m);
+            }
+        }
+    }
+    for m in &known {
+        assert!(shown.contains(m), "{file}: no panel shows {m}");
+    }
+}

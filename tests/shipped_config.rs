@@ -15,11 +15,10 @@ fn the_shipped_watch_yaml_loads() {
     let w = &c.watches[0];
     assert_eq!(w.name, "site");
     assert_eq!(w.project, "my-next-app");
-    assert_eq!(w.team_id.as_deref(), Some("team_other"));
-    assert_eq!(
-        w.slug, None,
-        "a watch naming its team takes no slug from vercel:"
-    );
+    // The only watch takes its team from `vercel:` (an override there
+    // would make `vercel.team_id` and `slug` dead settings).
+    assert_eq!(w.team_id.as_deref(), Some("team_1a2b3c"));
+    assert_eq!(w.slug.as_deref(), Some("my-team"));
     assert_eq!(c.vercel.revalidation_deadline_seconds, Some(60));
     // Three from `images:` and three from images.txt, found beside the config.
     let srcs: Vec<&str> = w.sources.iter().map(|s| &*s.src).collect();

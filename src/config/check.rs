@@ -75,13 +75,35 @@ impl<'a> Checker<'a> {
         // A bad `defaults:` key is found once per watch that inherits it.
         let mut once = HashSet::new();
         self.problems.retain(|p| once.insert(p.clone()));
-        match (vercel, self.problems.is_empty()) {
-            (Some(vercel), true) => Ok(Config {
+        let trust = match &raw.ca_file {
+            None => Some(crate::tls::Trust::system()),
+            Some(file) => match crate::tls::Trust::with_ca_file(&self.base.join(file)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.problem(e.to_string());
+                    None
+                }
+            },
+        };
+        let notify = match &raw.notify {
+            None => None,
+            Some(n) => match crate::notify::NotifyConfig::check(n) {
+                Ok(n) => Some(n),
+                Err(problems) => {
+                    self.problems.extend(problems);
+                    None
+                }
+            },
+        };
+        match (vercel, trust, self.problems.is_empty()) {
+            (Some(vercel), Some(trust), true) => Ok(Config {
                 vercel,
                 state_path,
                 legacy_state,
                 watches,
                 shard: None,
+                trust,
+                notify,
             }),
             _ => Err(self.problems),
         }
@@ -136,9 +158,11 @@ impl<'a> Checker<'a> {
             .unwrap_or_else(|| "*/10 * * * *".into());
         let schedule = match CronSchedule::parse(&expr) {
             Ok(s) => Some(s),
+            // Said once for `defaults.schedule` (problems are deduplicated),
+            // under the watch for its own.
             Err(e) => {
                 self.problem(format!(
-                    "{}: bad cron expression {expr:?} for watch {label}: {e}",
+                    "{}: bad cron expression {expr:?}: {e}",
                     at("schedule", own.schedule.is_some())
                 ));
                 None
@@ -305,10 +329,12 @@ impl<'a> Checker<'a> {
                 self.problem(format!("{k}: {value} is not between 0 and 1"));
             }
         }
+        let headers = self.headers(label, defaults, own);
         if self.problems.len() > before {
             return None;
         }
         Some(Rules {
+            headers,
             forget_after: forget_after?,
             on_change: on_change?,
             schedule: schedule?,
@@ -327,6 +353,60 @@ impl<'a> Checker<'a> {
             fraction_floor,
             guard_window: guard_window?,
         })
+    }
+
+    /// `headers:` of `defaults:` with the watch's merged over them, name by
+    /// name (names compared case-insensitively), `${NAME}` expanded. A
+    /// problem names the header, never its value.
+    fn headers(
+        &mut self,
+        label: &str,
+        defaults: &RawRules,
+        own: &RawRules,
+    ) -> crate::probe::ProbeHeaders {
+        use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+        let mut map = HeaderMap::new();
+        let layers = [
+            ("defaults", defaults.headers.as_ref()),
+            (label, own.headers.as_ref()),
+        ];
+        for (at, layer) in layers {
+            for (name, value) in layer.into_iter().flatten() {
+                let key = format!("{at}.headers.{name}");
+                let name = match HeaderName::from_bytes(name.trim().as_bytes()) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.problem(format!("{key}: not a valid HTTP header name"));
+                        continue;
+                    }
+                };
+                if matches!(
+                    name.as_str(),
+                    "host" | "content-length" | "transfer-encoding" | "connection" | "range"
+                ) {
+                    self.problem(format!(
+                        "{key}: origin-watch sets {name} itself; it cannot be a probe header"
+                    ));
+                    continue;
+                }
+                let value = match super::env::expand_env(value) {
+                    Ok(v) => v,
+                    Err(why) => {
+                        self.problem(format!("{key}: {why}"));
+                        continue;
+                    }
+                };
+                match HeaderValue::from_str(value.trim()) {
+                    Ok(v) => {
+                        map.insert(name, v);
+                    }
+                    Err(_) => self.problem(format!(
+                        "{key}: the value holds characters a header cannot have (control or non-ASCII)"
+                    )),
+                }
+            }
+        }
+        crate::probe::ProbeHeaders::new(map)
     }
 
     /// A duration key (`10m`, `24h`, `0s`); zero is allowed.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
 use url::Url;
 
 use crate::schedule::CronSchedule;
@@ -86,13 +87,15 @@ pub enum ConfigError {
 
 mod check;
 mod discover;
+pub mod env;
+mod keys;
 mod raw;
 
 pub use discover::{Discover, RawDiscover, RawDiscoverDefaults};
 
 use check::Checker;
 
-pub use raw::{RawConfig, RawImage, RawRules, RawVercel, RawWatch};
+pub use raw::{RawConfig, RawImage, RawNotify, RawRules, RawVercel, RawWatch};
 
 /// A checked configuration.
 #[derive(Debug, Clone)]
@@ -106,6 +109,10 @@ pub struct Config {
     pub watches: Vec<Arc<Watch>>,
     /// The shard this process owns, if any (see [`Config::apply_shard`]).
     pub shard: Option<Shard>,
+    /// The CAs trusted besides the Mozilla roots and the system store (`ca_file:`).
+    pub trust: crate::tls::Trust,
+    /// `notify:`, when set.
+    pub notify: Option<crate::notify::NotifyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +219,8 @@ pub struct Rules {
     pub guard_window: Duration,
     /// What a present image with new validators leads to.
     pub on_change: OnChange,
+    /// Sent with every probe and discovery request of the watch.
+    pub headers: crate::probe::ProbeHeaders,
 }
 
 #[derive(Debug, Clone)]
@@ -299,20 +308,62 @@ impl Config {
     fn parse(text: &str, base: &Path, origin: &str) -> Result<Config, ConfigError> {
         // Editors on Windows write a byte-order mark; it is not a document.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let raw: RawConfig = if text.trim().is_empty() {
-            RawConfig::default()
-        } else {
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-                origin: origin.to_owned(),
-                message: e.to_string(),
-            })?
+        let parse_error = |message: String| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message,
         };
-        Checker::new(base)
-            .check(raw)
-            .map_err(|problems| ConfigError::Invalid {
+        if text.trim().is_empty() {
+            return Checker::new(base)
+                .check(RawConfig::default())
+                .map_err(|problems| ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    problems,
+                });
+        }
+        let (raw, mut problems) = match serde_yaml::from_str::<RawConfig>(text) {
+            Ok(raw) => (raw, Vec::new()),
+            Err(first) => {
+                // serde stops at the first unknown key: find them all (by
+                // path), then check what is left, so every problem is
+                // listed at once. The first keeps serde's line and column.
+                let mut value: serde_yaml::Value =
+                    serde_yaml::from_str(text).map_err(|_| parse_error(first.to_string()))?;
+                let unknown = keys::unknown_keys(&mut value);
+                if unknown.is_empty() {
+                    return Err(parse_error(first.to_string()));
+                }
+                let mut problems = vec![first.to_string()];
+                problems.extend(
+                    unknown
+                        .into_iter()
+                        .filter(|p| !first_names(&first.to_string(), p)),
+                );
+                match RawConfig::deserialize(value) {
+                    Ok(raw) => (raw, problems),
+                    Err(e) => {
+                        problems.push(e.to_string());
+                        return Err(ConfigError::Invalid {
+                            origin: origin.to_owned(),
+                            problems,
+                        });
+                    }
+                }
+            }
+        };
+        match Checker::new(base).check(raw) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
                 problems,
-            })
+            }),
+            Err(more) => {
+                problems.extend(more);
+                Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    problems,
+                })
+            }
+        }
     }
 
     /// Keeps only the sources this shard owns, and gives the shard its own
@@ -346,6 +397,17 @@ impl Config {
         self.watches.retain(|w| names.contains(&w.name));
         Ok(())
     }
+}
+
+/// Whether serde's first error (`unknown field `x`, expected ...`) is
+/// about the key that `problem` (`path.x: unknown key; ...`) names.
+fn first_names(serde_message: &str, problem: &str) -> bool {
+    let key = problem
+        .split(": unknown key")
+        .next()
+        .and_then(|path| path.rsplit('.').next())
+        .unwrap_or_default();
+    serde_message.contains(&format!("unknown field `{key}`"))
 }
 
 #[cfg(test)]

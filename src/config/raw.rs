@@ -2,6 +2,7 @@
 //! key, unknown keys denied (so a typo is an error with its line and
 //! column). [`super::check`] turns them into a [`super::Config`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -16,6 +17,19 @@ pub struct RawConfig {
     pub defaults: RawRules,
     #[serde(default)]
     pub watches: Vec<RawWatch>,
+    /// One more PEM bundle of CAs to trust.
+    pub ca_file: Option<String>,
+    /// The webhook told of guards, failures and (opt in) purges.
+    pub notify: Option<RawNotify>,
+}
+
+/// `notify:`, as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub url: Option<String>,
+    pub on: Option<Vec<String>>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +66,9 @@ pub struct RawRules {
     pub fraction_floor: Option<usize>,
     pub guard_window: Option<String>,
     pub on_change: Option<String>,
+    /// Probe headers (name -> value, `${ENV}` allowed); a watch's are
+    /// merged over these, name by name.
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +106,7 @@ pub struct RawWatch {
     pub fraction_floor: Option<usize>,
     pub guard_window: Option<String>,
     pub on_change: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 impl RawWatch {
@@ -113,6 +131,7 @@ impl RawWatch {
             fraction_floor: self.fraction_floor,
             guard_window: self.guard_window.clone(),
             on_change: self.on_change.clone(),
+            headers: self.headers.clone(),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION};
+use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 
 use crate::probe::{Prober, retry_after};
@@ -37,7 +37,7 @@ pub struct Fetched {
 pub struct Fetcher<'a> {
     pub client: &'a reqwest::Client,
     pub limits: &'a Prober,
-    pub headers: &'a HeaderMap,
+    pub headers: &'a crate::probe::ProbeHeaders,
     pub timeout: Duration,
     pub per_host_concurrency: usize,
     pub max_redirects: u32,
@@ -59,7 +59,8 @@ impl Fetcher<'_> {
             let response = self
                 .client
                 .get(at.clone())
-                .headers(self.headers.clone())
+                // Only to the host first asked: a redirect elsewhere gets none.
+                .headers(self.headers.for_hop(url, &at).clone())
                 .timeout(self.timeout)
                 .send()
                 .await

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use reqwest::header::HeaderMap;
 use tokio_util::sync::CancellationToken;
 use url::{Position, Url};
 
@@ -127,8 +126,9 @@ pub struct Settings {
     /// Requests in flight to one host, shared with the probes.
     pub per_host_concurrency: usize,
     pub max_redirects: u32,
-    /// Sent with every request (the watch's probe headers).
-    pub headers: HeaderMap,
+    /// Sent with every request (the watch's probe headers), to the host
+    /// each request was made to, never after a redirect to another.
+    pub headers: crate::probe::ProbeHeaders,
 }
 
 impl Settings {
@@ -143,7 +143,7 @@ impl Settings {
             concurrency: r.concurrency,
             per_host_concurrency: r.per_host_concurrency,
             max_redirects: r.follow_redirects.max(1),
-            headers: HeaderMap::new(),
+            headers: r.headers.clone(),
         })
     }
 }
@@ -153,6 +153,8 @@ impl Settings {
 pub enum DiscoverError {
     #[error("cannot build the discovery HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Tls(crate::tls::TrustError),
 }
 
 /// Runs discoveries. One per process, beside the [`Prober`] whose per-host
@@ -166,7 +168,17 @@ impl Discoverer {
     /// A client that follows no redirect itself (discovery decides which
     /// to follow) and honours the proxy environment variables.
     pub fn new(limits: Arc<Prober>) -> Result<Discoverer, DiscoverError> {
-        let client = reqwest::Client::builder()
+        Self::trusting(limits, &crate::tls::Trust::system())
+    }
+
+    /// As [`Discoverer::new`], trusting `trust`'s roots (`ca_file:`).
+    pub fn trusting(
+        limits: Arc<Prober>,
+        trust: &crate::tls::Trust,
+    ) -> Result<Discoverer, DiscoverError> {
+        let client = trust
+            .reqwest_builder()
+            .map_err(DiscoverError::Tls)?
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(64)

@@ -65,6 +65,30 @@ pub struct FakeVercelConfig {
     /// The origin the simulated image cache (`GET /_next/image?url=`)
     /// fills from; `None`: no image cache is served.
     pub origin: Option<String>,
+    /// The projects `GET /v9/projects/{idOrName}` knows (`check --online`).
+    pub projects: Vec<FakeProject>,
+}
+
+/// A project the fake serves on `GET /v9/projects/{idOrName}?teamId=&slug=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeProject {
+    pub id: String,
+    pub name: String,
+    /// The owning team's id and slug; both `None` for a personal project.
+    pub team_id: Option<String>,
+    pub slug: Option<String>,
+}
+
+impl FakeProject {
+    /// A project of the team `team_id` (slug `slug`).
+    pub fn new(name: &str, team_id: Option<&str>, slug: Option<&str>) -> FakeProject {
+        FakeProject {
+            id: format!("prj_{name}"),
+            name: name.to_owned(),
+            team_id: team_id.map(str::to_owned),
+            slug: slug.map(str::to_owned),
+        }
+    }
 }
 
 impl FakeVercelConfig {
@@ -87,6 +111,7 @@ impl Default for FakeVercelConfig {
             fixed_status: None,
             delay: std::time::Duration::ZERO,
             origin: None,
+            projects: Vec::new(),
         }
     }
 }
@@ -247,6 +272,8 @@ struct Reply {
     status: StatusCode,
     error: Option<(&'static str, String)>,
     retry_after: Option<u64>,
+    /// A JSON body for a 2xx (the project lookup).
+    body: Option<Value>,
 }
 
 impl Reply {
@@ -255,6 +282,7 @@ impl Reply {
             status: StatusCode::OK,
             error: None,
             retry_after: None,
+            body: None,
         }
     }
 
@@ -263,6 +291,7 @@ impl Reply {
             status,
             error: Some((code, message.into())),
             retry_after: None,
+            body: None,
         }
     }
 
@@ -272,7 +301,10 @@ impl Reply {
 
     fn into_response(self) -> Response {
         let mut response = match self.error {
-            None => self.status.into_response(),
+            None => match self.body {
+                Some(body) => (self.status, axum::Json(body)).into_response(),
+                None => self.status.into_response(),
+            },
             Some((code, message)) => (
                 self.status,
                 axum::Json(json!({ "error": { "code": code, "message": message } })),
@@ -334,9 +366,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         } else {
             validate(&parts.method, &parts.headers, &call, &body, &state.cfg)
         };
-        let reply = match checked {
-            Err(rejection) => rejection,
-            Ok(()) => next_valid_reply(&mut state),
+        let project = (parts.method == Method::GET)
+            .then(|| call.path.strip_prefix("/v9/projects/"))
+            .flatten();
+        let reply = match (project, checked) {
+            (Some(p), _) => project_reply(&parts.headers, &call, p, &state.cfg),
+            (None, Err(rejection)) => rejection,
+            (None, Ok(())) => next_valid_reply(&mut state),
         };
         call.status = reply.status.as_u16();
         state.calls.push(call.clone());
@@ -363,6 +399,55 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         response.headers_mut().insert("x-vercel-id", id);
     }
     response
+}
+
+/// `GET /v9/projects/{idOrName}`: 401 for a wrong token, 403 for a team
+/// no project of the fake belongs to, 404 for a project not under the
+/// team (or, with neither `teamId` nor `slug`, not personal), else 200 with
+/// the project's `id` and `name`.
+fn project_reply(
+    headers: &HeaderMap,
+    call: &RecordedCall,
+    id_or_name: &str,
+    cfg: &FakeVercelConfig,
+) -> Reply {
+    if !is_authorized(headers, &cfg.token) {
+        return Reply::error(StatusCode::UNAUTHORIZED, "forbidden", "Not authorized");
+    }
+    // Percent-decoded (`+` is a plus in a path, not a space).
+    let wanted =
+        url::form_urlencoded::parse(format!("x={}", id_or_name.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+    let (team, slug) = (call.query_value("teamId"), call.query_value("slug"));
+    let in_team = |p: &FakeProject| match (team, slug) {
+        (None, None) => p.team_id.is_none() && p.slug.is_none(),
+        (t, s) => {
+            t.is_none_or(|t| p.team_id.as_deref() == Some(t))
+                && s.is_none_or(|s| p.slug.as_deref() == Some(s))
+        }
+    };
+    if (team.is_some() || slug.is_some()) && !cfg.projects.iter().any(in_team) {
+        return Reply::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "You don't have permission to access this team",
+        );
+    }
+    match cfg
+        .projects
+        .iter()
+        .find(|p| in_team(p) && (p.id == wanted || p.name == wanted))
+    {
+        Some(p) => Reply {
+            status: StatusCode::OK,
+            error: None,
+            retry_after: None,
+            body: Some(json!({ "id": p.id, "name": p.name, "accountId": p.team_id })),
+        },
+        None => Reply::error(StatusCode::NOT_FOUND, "not_found", "Project not found"),
+    }
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
@@ -584,6 +669,7 @@ fn fixed_reply(status: u16, retry_after_secs: u64) -> Reply {
             status: code,
             error: None,
             retry_after: None,
+            body: None,
         };
     }
     let (name, message): (&'static str, String) = match status {

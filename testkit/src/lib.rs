@@ -12,7 +12,9 @@ pub mod image_cache;
 
 pub use fake_origin::{Behavior, FakeOrigin};
 pub use fake_site::{FakeSite, Reply};
-pub use fake_vercel::{FakeVercel, FakeVercelConfig, INVALIDATE_PATH, PURGE_PATH, RecordedCall};
+pub use fake_vercel::{
+    FakeProject, FakeVercel, FakeVercelConfig, INVALIDATE_PATH, PURGE_PATH, RecordedCall,
+};
 
 use std::io::Write;
 use std::net::SocketAddr;
