@@ -521,15 +521,18 @@ async fn observe(
     if loaded.forgotten > 0 {
         tracing::info!(watch = %watch.name, forgotten = loaded.forgotten, forget_after = ?watch.rules.forget_after, "unreferenced sources with nothing pending left the inventory");
     }
-    // The records, split back along the parts they were listed in.
-    let mut recs = loaded.recs.into_iter();
-    let mut parts: Vec<(Part, Vec<Option<Rec>>)> = referenced
-        .into_iter()
-        .map(|p| {
-            let n = p.list.sources().len();
-            (p, recs.by_ref().take(n).collect())
-        })
-        .collect();
+    // The records, split back along the parts they were listed in: from
+    // the end, so the first (largest) part keeps the allocation and a
+    // million records are never held twice.
+    let mut recs = loaded.recs;
+    let mut split: Vec<Vec<Option<Rec>>> = Vec::with_capacity(referenced.len());
+    for p in referenced.iter().skip(1).rev() {
+        let tail = recs.split_off(recs.len() - p.list.sources().len());
+        split.push(tail);
+    }
+    split.push(recs);
+    split.reverse();
+    let mut parts: Vec<(Part, Vec<Option<Rec>>)> = referenced.into_iter().zip(split).collect();
     let (remembered, remembered_recs) = remembered_part(&watch, loaded.remembered);
     let remembered_count = remembered.list.sources().len();
     if remembered_count > 0 {

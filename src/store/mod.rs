@@ -412,3 +412,4 @@ pub async fn open(
     })??;
     Ok(Arc::new(store))
 }
+
