@@ -287,15 +287,17 @@ pub async fn run_pass_at(
                 status: due.status,
                 reason: reason.clone(),
             });
-            let row = RowWrite {
+            // A call that answered 200 wrote its row with its ledger row.
+            let recorded = matches!(decision, Decision::Purge | Decision::Invalidate);
+            let row = (!recorded).then(|| RowWrite {
                 src: due.src.clone(),
                 probe: due.probe.to_string(),
                 rec: due.rec,
                 validators: None,
                 candidate: None,
                 seen_in: None,
-            };
-            work.writer.push(Some(row), history).await;
+            });
+            work.writer.push(row, history).await;
         }
         if let Err(e) = work.writer.finish().await {
             tracing::error!(watch = %w.name, store = %ctx.store.describe(), error = %e, "the pass's changes could not be written");
