@@ -234,10 +234,10 @@ pub async fn sidecar(
                 _ = hup.recv() => match load_config(global) {
                     Ok(mut new) => {
                         // The store and its lock stay those of the first config.
-                        if new.state_path != config.state_path {
-                            tracing::warn!(state = %config.state_path.display(), ignored = %new.state_path.display(), "the state file keeps its start-up path until a restart");
+                        if new.state != config.state {
+                            tracing::warn!(state = %config.state, ignored = %new.state, "the state store keeps its start-up location until a restart");
                         }
-                        new.state_path = config.state_path.clone();
+                        new.state = config.state.clone();
                         let (old_v, new_v) = (&startup_vercel, &new.vercel);
                         if old_v.api_base != new_v.api_base
                             || old_v.token_env != new_v.token_env

@@ -300,7 +300,7 @@ pub fn child(n: usize, kind: &str) {
         let open = || async {
             let t = Instant::now();
             let inner: Arc<dyn Store> = if kind == "sqlite" {
-                store::open(&config.state_path, None, Access::Write).await.expect("store")
+                store::open(&config.state, None, Access::Write).await.expect("store")
             } else {
                 Arc::new(NullStore)
             };
