@@ -7,7 +7,9 @@
 #   eval "$(.ci/postgres.sh start /tmp/ow-pg)"   # exports ORIGIN_WATCH_TEST_PG
 #   .ci/postgres.sh stop /tmp/ow-pg
 #
-# By hand as root, the same: `start` once, `stop` when done.
+# By hand as root, the same: `start` once, `stop` when done. The tests'
+# server trades durability for speed (fsync off); ORIGIN_WATCH_PG_DURABLE=1
+# keeps PostgreSQL's defaults (for the benchmark).
 set -euo pipefail
 
 cmd="${1:?usage: postgres.sh start|stop DIR}"
@@ -61,14 +63,15 @@ start() {
     as_user "$bin/initdb" -D "$dir/data" -U ow --pwfile="$dir/pwfile" \
         --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 ||
         { cat "$dir/initdb.log" >&2; exit 1; }
-    local port started=""
+    local port started="" fast="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    [[ "${ORIGIN_WATCH_PG_DURABLE:-}" == 1 ]] && fast=""
     for _ in $(seq 1 20); do
         port=$((20000 + RANDOM % 20000))
         if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             continue
         fi
         if as_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-            -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+            -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c max_connections=300 $fast" \
             start >&2; then
             started=yes
             break
