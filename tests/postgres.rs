@@ -290,7 +290,8 @@ async fn two_run_processes_one_purges_and_the_other_takes_over_when_it_dies() {
             .is_some_and(|v| v["watches"]["site"]["role"] == "owner")
     })
     .await;
-    assert!(took < Duration::from_secs(3), "took over in {took:?}");
+    // One interval is 1 s; the rest is slack for a busy 2-core CI machine.
+    assert!(took < Duration::from_secs(5), "took over in {took:?}");
     eventually(Duration::from_secs(10), "the second purge", async || {
         h.api.purged().contains(&"/b.png".to_owned())
     })
