@@ -357,7 +357,7 @@ fn child(n: usize) {
         };
         let cancel = CancellationToken::new();
 
-        let dry = ctx(None, store::open(&config.state_path, None, Access::DryRun).await.expect("state"));
+        let dry = ctx(None, store::open(&config.state, None, Access::DryRun).await.expect("state"));
         let started = Instant::now();
         let outcome = run_pass(&dry, &config.watches, &cancel).await.expect("dry pass");
         let dry_s = started.elapsed().as_secs_f64();
@@ -366,7 +366,7 @@ fn child(n: usize) {
         let (p50, p99) = (latencies.percentile_ms(0.5), latencies.percentile_ms(0.99));
 
         let vercel = VercelClient::new(&config.vercel, Token::new("bench")).expect("client");
-        let real = ctx(Some(Arc::new(vercel)), store::open(&config.state_path, None, Access::Write).await.expect("state"));
+        let real = ctx(Some(Arc::new(vercel)), store::open(&config.state, None, Access::Write).await.expect("state"));
         let outcome = run_pass(&real, &config.watches, &cancel).await.expect("real pass");
         let purged = outcome.total(Decision::Purge);
         let calls = api.calls().len();

@@ -145,7 +145,7 @@ watches:
             &config.vercel,
             Token::new(token),
         )?)),
-        store: store::open(&config.state_path, None, Access::Write).await?,
+        store: store::open(&config.state, None, Access::Write).await?,
         reporter: Arc::new(Reporter::to_writer(Box::new(lines.clone()))),
         observer: None,
     };

@@ -75,7 +75,13 @@ impl AppError {
 pub fn load_config(global: &Global) -> Result<Config, ConfigError> {
     let mut config = Config::load(&global.config)?;
     if let Some(state) = &global.state {
-        config.state_path = state.clone();
+        config.state =
+            crate::store::StateLocation::parse(state, Path::new("")).map_err(|problem| {
+                ConfigError::Invalid {
+                    origin: "command line".into(),
+                    problems: vec![format!("--state: {problem}")],
+                }
+            })?;
     }
     config.select(&global.watches)?;
     let shard = match (global.shard, global.shards) {
@@ -194,6 +200,9 @@ async fn one_pass(
     cancel: &CancellationToken,
 ) -> Result<Exit, AppError> {
     let mut ctx = context(config, args).await?;
+    if !args.dry_run {
+        own_every_watch(&*ctx.store, config).await?;
+    }
     let progress = std::io::stderr().is_terminal().then(|| {
         let sources = config.watches.iter().map(|w| w.sources.len() as u64).sum();
         Arc::new(Progress::new(sources))
@@ -216,6 +225,25 @@ async fn one_pass(
         tracing::error!(error = %e, "the pass ran, but not all of it could be recorded; it is decided again next pass");
     }
     Ok(outcome.exit())
+}
+
+/// Takes every watch of the pass (a shared store: one process acts for a
+/// watch at a time); one that another process owns stops the command
+/// before anything is probed.
+async fn own_every_watch(store: &dyn Store, config: &Config) -> Result<(), AppError> {
+    for w in &config.watches {
+        match store.acquire(&w.name).await.map_err(AppError::StateOpen)? {
+            store::Ownership::Owned => {}
+            store::Ownership::Standby { owner } => {
+                return Err(AppError::StateOpen(StoreError::Owned {
+                    path: store.describe().into(),
+                    watch: w.name.clone(),
+                    owner,
+                }));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The report's first write error, if any, as the command's error.
@@ -323,7 +351,7 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
     } else {
         Access::Write
     };
-    let store = store::open(&config.state_path, config.legacy_state.as_deref(), access)
+    let store = store::open(&config.state, config.legacy_state.as_deref(), access)
         .await
         .map_err(AppError::StateOpen)?;
     Ok(PassContext {
@@ -393,7 +421,7 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
             shard.index, shard.count
         );
     }
-    let _ = writeln!(out, "state: {}", for_stdout(&display(&config.state_path)));
+    let _ = writeln!(out, "state: {}", for_stdout(&config.state.to_string()));
     let token = match config.vercel.token_from_env() {
         Ok(_) => "set".to_owned(),
         Err(_) => "not set (needed by once and run without --dry-run)".to_owned(),
@@ -572,10 +600,6 @@ fn span(d: std::time::Duration) -> String {
     }
 }
 
-fn display(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// `state show`, `state forget`, `state ledger`: JSON Lines on stdout.
 async fn state_command(
     config: &Config,
@@ -586,7 +610,7 @@ async fn state_command(
         StateCommand::Forget { .. } => Access::Write,
         _ => Access::Read,
     };
-    let store = store::open(&config.state_path, config.legacy_state.as_deref(), access)
+    let store = store::open(&config.state, config.legacy_state.as_deref(), access)
         .await
         .map_err(AppError::StateOpen)?;
     // Gathered first: the stdout lock cannot be held across an await.
@@ -637,13 +661,9 @@ fn json_line(out: &mut dyn Write, value: &impl serde::Serialize) {
 
 /// `explain SRC`: the source's story, oldest first, for each watch that knows it.
 async fn explain(config: &Config, global: &Global, args: &ExplainArgs) -> Result<Exit, AppError> {
-    let store = store::open(
-        &config.state_path,
-        config.legacy_state.as_deref(),
-        Access::Read,
-    )
-    .await
-    .map_err(AppError::StateOpen)?;
+    let store = store::open(&config.state, config.legacy_state.as_deref(), Access::Read)
+        .await
+        .map_err(AppError::StateOpen)?;
     let text = explain_text(&*store, &global.watches, &args.src)
         .await
         .map_err(AppError::Store)?;

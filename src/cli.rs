@@ -35,9 +35,9 @@ pub struct Global {
     )]
     pub config: PathBuf,
 
-    /// State store: a SQLite file (overrides `state:` in the config)
+    /// State store: a SQLite file or a postgres:// URL (overrides `state:` in the config)
     #[arg(long, global = true, value_name = "FILE_OR_URL")]
-    pub state: Option<PathBuf>,
+    pub state: Option<String>,
 
     /// Only this watch (repeatable)
     #[arg(long = "watch", global = true, value_name = "NAME")]

@@ -75,6 +75,7 @@ pub struct Metrics {
     discovered_new: Family<WatchLabel, Counter>,
     discovery_pages: Family<WatchLabel, Counter>,
     discovery_errors: Family<WatchLabel, Counter>,
+    standby: Family<WatchLabel, Gauge>,
 }
 
 /// A watch and how something of it ended.
@@ -106,6 +107,7 @@ impl Metrics {
             discovered_new: Family::default(),
             discovery_pages: Family::default(),
             discovery_errors: Family::default(),
+            standby: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -169,7 +171,21 @@ impl Metrics {
             "Sitemaps, pages or lists discovery could not read",
             m.discovery_errors.clone(),
         );
+        registry.register(
+            "origin_watch_standby",
+            "1 while another process owns the watch (a shared store) and this one stands by",
+            m.standby.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Whether this process stands by for `watch` (another owns it).
+    pub fn standby(&self, watch: &str, standby: bool) {
+        self.standby
+            .get_or_create(&WatchLabel {
+                watch: watch.into(),
+            })
+            .set(i64::from(standby));
     }
 
     pub fn sources(&self, watch: &str, n: usize) {
@@ -279,6 +295,7 @@ impl Metrics {
         self.last_pass.remove(&label);
         self.pass_duration.remove(&label);
         self.sources.remove(&label);
+        self.standby.remove(&label);
     }
 
     /// The Prometheus text exposition.
@@ -362,6 +379,8 @@ impl PassObserver for Metrics {
 pub struct Health {
     alive: AtomicBool,
     watches: Mutex<BTreeMap<String, WatchHealth>>,
+    /// `None` while the state store answers; why not otherwise.
+    database: Mutex<Option<String>>,
 }
 
 #[derive(Clone, Default, Serialize)]
@@ -369,6 +388,12 @@ pub struct WatchHealth {
     pub last_pass: Option<String>,
     pub outcome: Option<&'static str>,
     pub next_fire: Option<String>,
+    /// `owner` or `standby` (a shared store: another process owns it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// Who owns the watch while this process stands by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -415,6 +440,30 @@ impl Health {
         let e = w.entry(watch.to_owned()).or_default();
         e.last_pass = Some(rfc3339(Utc::now()));
         e.outcome = Some(outcome);
+    }
+
+    /// Whether this process owns `watch` (`owner: None`) or stands by for
+    /// the process named by `owner`.
+    pub fn role(&self, watch: &str, owner: Option<String>) {
+        let mut w = self.lock();
+        let e = w.entry(watch.to_owned()).or_default();
+        e.role = Some(if owner.is_some() { "standby" } else { "owner" });
+        e.owner = owner;
+    }
+
+    /// The state store answered (`None`) or not (why).
+    pub fn database(&self, problem: Option<String>) {
+        *self
+            .database
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = problem;
+    }
+
+    fn database_problem(&self) -> Option<String> {
+        self.database
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Forgets watches that a reload removed.
@@ -519,9 +568,12 @@ async fn healthz(State(s): State<Served>) -> Response {
     #[derive(Serialize)]
     struct Body {
         status: &'static str,
+        /// `ok`, or why the state store cannot be reached.
+        database: String,
         watches: BTreeMap<String, WatchHealth>,
     }
-    let panicked = watches.values().any(|w| w.outcome == Some("panicked"));
+    let database = s.health.database_problem();
+    let panicked = watches.values().any(|w| w.outcome == Some("panicked")) || database.is_some();
     let status = if alive {
         StatusCode::OK
     } else {
@@ -533,6 +585,7 @@ async fn healthz(State(s): State<Served>) -> Response {
             (true, true) => "degraded",
             (true, false) => "ok",
         },
+        database: database.unwrap_or_else(|| "ok".to_owned()),
         watches,
     };
     (status, axum::Json(body)).into_response()

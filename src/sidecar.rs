@@ -2,6 +2,12 @@
 //! schedule (UTC); passes of one watch never overlap; SIGHUP reloads the
 //! config; SIGTERM/SIGINT stop new passes and new purge calls, let a call in
 //! flight finish, save the state and return.
+//!
+//! On a shared store (PostgreSQL) a watch is acted for by one process at a
+//! time: each fire first takes (or confirms) ownership; a process that
+//! does not own a watch stands by for it (no pass; `/healthz` and
+//! `/metrics` say so) and tries again at every fire, so it takes over within
+//! one schedule interval of the owner's death, from the shared state.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,11 +186,24 @@ pub async fn sidecar(
     let clock = Clock::new();
     let notifier = crate::app::notifier(&config, &args.pass)?.map(Arc::new);
     let pass: PassFn = {
-        let (ctx, health, shutdown) = (ctx.clone(), health.clone(), shutdown.clone());
+        let (ctx, health, shutdown, metrics) = (
+            ctx.clone(),
+            health.clone(),
+            shutdown.clone(),
+            metrics.clone(),
+        );
         Arc::new(move |watch: Arc<Watch>| {
-            let (ctx, health, shutdown) = (ctx.clone(), health.clone(), shutdown.clone());
+            let (ctx, health, shutdown, metrics) = (
+                ctx.clone(),
+                health.clone(),
+                shutdown.clone(),
+                metrics.clone(),
+            );
             let notifier = notifier.clone();
             Box::pin(async move {
+                if !ctx.dry_run() && !owns(&ctx, &watch.name, &health, &metrics).await {
+                    return;
+                }
                 let started = crate::store::millis(Utc::now());
                 let outcome = run_pass(&ctx, std::slice::from_ref(&watch), &shutdown).await;
                 if let Some(n) = &notifier {
@@ -205,6 +224,15 @@ pub async fn sidecar(
             })
         })
     };
+
+    if !ctx.dry_run() {
+        // Who owns what, said at once rather than at the first fire.
+        for w in &config.watches {
+            owns(&ctx, &w.name, &health, &metrics).await;
+        }
+        let (store, health, stop) = (ctx.store.clone(), health.clone(), shutdown.clone());
+        tokio::spawn(async move { watch_database(store, health, stop).await });
+    }
 
     let mut config = config;
     // What the Vercel client was built with; a reload cannot change it.
@@ -240,10 +268,10 @@ pub async fn sidecar(
                 _ = hup.recv() => match load_config(global) {
                     Ok(mut new) => {
                         // The store and its lock stay those of the first config.
-                        if new.state_path != config.state_path {
-                            tracing::warn!(state = %config.state_path.display(), ignored = %new.state_path.display(), "the state file keeps its start-up path until a restart");
+                        if new.state != config.state {
+                            tracing::warn!(state = %config.state, ignored = %new.state, "the state store keeps its start-up location until a restart");
                         }
-                        new.state_path = config.state_path.clone();
+                        new.state = config.state.clone();
                         let (old_v, new_v) = (&startup_vercel, &new.vercel);
                         if old_v.api_base != new_v.api_base
                             || old_v.token_env != new_v.token_env
@@ -282,6 +310,59 @@ pub async fn sidecar(
     }
     crate::app::report_written(&ctx, &args.pass.report)?;
     Ok(if clean { Exit::Ok } else { Exit::PurgeFailed })
+}
+
+/// Takes or confirms this process's ownership of `watch`; says in
+/// `/healthz` and `/metrics` whether it stands by, and logs each change.
+async fn owns(ctx: &PassContext, watch: &str, health: &Health, metrics: &Metrics) -> bool {
+    let was = health
+        .snapshot()
+        .1
+        .get(watch)
+        .and_then(|w| w.role)
+        .unwrap_or("none");
+    match ctx.store.acquire(watch).await {
+        Ok(crate::store::Ownership::Owned) => {
+            if was != "owner" {
+                tracing::info!(watch, store = %ctx.store.describe(), "this process owns the watch and acts for it");
+            }
+            health.role(watch, None);
+            metrics.standby(watch, false);
+            true
+        }
+        Ok(crate::store::Ownership::Standby { owner }) => {
+            if was != "standby" {
+                tracing::info!(watch, owner = %owner, store = %ctx.store.describe(), "another process owns the watch; standing by (trying again at every fire)");
+            }
+            health.role(watch, Some(owner));
+            metrics.standby(watch, true);
+            false
+        }
+        Err(e) => {
+            tracing::error!(watch, error = %e, "cannot tell who owns the watch; no pass this fire");
+            health.database(Some(e.to_string()));
+            false
+        }
+    }
+}
+
+/// Asks the store every few seconds whether it answers, for `/healthz`.
+async fn watch_database(
+    store: Arc<dyn crate::store::Store>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    loop {
+        let problem = store.health().await.err().map(|e| e.to_string());
+        if let Some(p) = &problem {
+            tracing::warn!(store = %store.describe(), error = %p, "the state store cannot be reached");
+        }
+        health.database(problem);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
 }
 
 /// SIGHUP as a stream of reload requests (never fires off Unix).

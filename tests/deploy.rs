@@ -277,15 +277,16 @@ impl Launch {
         serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{}: {name}: {e}", self.what))
     }
 
-    /// The state file (`--state`, else the config's `state:`), which must
-    /// be absolute: a relative one would land in the read-only config folder.
+    /// The state (`--state`, else the config's `state:`): a PostgreSQL URL,
+    /// or a file, which must be absolute: a relative one would land in the
+    /// read-only config folder.
     fn state_path(&self) -> String {
         let state = match option(&self.argv, &["--state"]) {
             Some(state) => state.to_owned(),
             None => string(&self.config(), "state", &self.what).to_owned(),
         };
         assert!(
-            state.starts_with('/'),
+            state.starts_with('/') || is_postgres(&state),
             "{}: state {state:?} must be absolute",
             self.what
         );
@@ -310,7 +311,9 @@ impl Launch {
 
         let config_name = file_name(config_option(&self.argv, &self.what));
         for (name, text) in &self.config_files {
-            let text = if name == config_name {
+            let text = if name == config_name && is_postgres(&self.state_path()) {
+                text.clone()
+            } else if name == config_name {
                 let mut config = self.config();
                 let state = state_dir.join(file_name(&self.state_path()));
                 config
@@ -327,10 +330,17 @@ impl Launch {
         let (_, args) = split_check(&self.argv, &etc.join(config_name), &state_dir, &self.what);
         // A clean environment, as in a container or a unit: only what the
         // deployment sets, plus the index Kubernetes gives an Indexed Job.
+        // A `${NAME}` in a database URL comes from a Secret in the manifest;
+        // check needs it set (to anything: it connects to nothing).
+        let secrets: Vec<(String, String)> = env_references(&self.state_path())
+            .into_iter()
+            .map(|n| (n, "unused-by-check".to_owned()))
+            .collect();
         let out = Command::new(BIN)
             .args(&args)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(secrets.iter().map(|(k, v)| (k, v)))
             .env("JOB_COMPLETION_INDEX", "0")
             .current_dir(dir.path())
             .output()
@@ -357,6 +367,18 @@ impl Launch {
             );
         }
     }
+}
+
+fn is_postgres(state: &str) -> bool {
+    state.starts_with("postgres://") || state.starts_with("postgresql://")
+}
+
+/// The `NAME`s of `${NAME}` in `text`.
+fn env_references(text: &str) -> Vec<String> {
+    text.split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_owned()))
+        .collect()
 }
 
 fn file_name(path: &str) -> &str {
@@ -447,13 +469,25 @@ fn container_launch(file: &str, docs: &[Value], workload: &Value, container: &Va
         "{what}: {token_env} must come from a Secret (valueFrom.secretKeyRef)"
     );
 
-    // With a read-only root, the state must sit on a writable volume.
+    // With a read-only root, a state file must sit on a writable volume;
+    // a database's password must come from a Secret.
     let state = launch.state_path();
+    for name in env_references(&state) {
+        let var = seq(container, "env")
+            .iter()
+            .find(|v| name_of(v) == name)
+            .unwrap_or_else(|| panic!("{what}: state uses ${{{name}}}, but no env sets it"));
+        assert!(
+            field(var, "valueFrom.secretKeyRef.name").is_some(),
+            "{what}: {name} must come from a Secret"
+        );
+    }
     assert!(
-        mounts.iter().any(|m| {
-            is_under(&state, string(m, "mountPath", &what))
-                && m.get("readOnly").and_then(Value::as_bool) != Some(true)
-        }),
+        is_postgres(&state)
+            || mounts.iter().any(|m| {
+                is_under(&state, string(m, "mountPath", &what))
+                    && m.get("readOnly").and_then(Value::as_bool) != Some(true)
+            }),
         "{what}: state {state} is on no writable volume"
     );
 
@@ -489,6 +523,14 @@ fn manifest_launches() -> Vec<Launch> {
         let docs = documents(&file);
         for doc in &docs {
             let Some(spec) = pod_spec(doc) else { continue };
+            // The database beside origin-watch (postgres.yaml) runs none.
+            if field(doc, "metadata.labels")
+                .and_then(|l| l.get("app.kubernetes.io/component"))
+                .and_then(Value::as_str)
+                == Some("database")
+            {
+                continue;
+            }
             let containers = origin_watch_containers(spec);
             assert!(
                 !containers.is_empty(),
@@ -1122,16 +1164,19 @@ fn dockerfile_builds_locked_and_runs_the_binary_unprivileged() {
         env: Vec::new(),
         config_files: reference_config_files(),
     };
-    // The image must make the config's state folder writable for its user.
+    // The image must make the config's state folder writable for its user
+    // (when the state is a file, not a database).
     let state = launch.state_path();
-    let state_dir = Path::new(&state).parent().expect("state folder");
-    assert!(
-        runtime.iter().any(|i| i.keyword == "RUN"
-            && i.rest.contains("chown")
-            && i.rest.contains(&*state_dir.to_string_lossy())),
-        "deploy/Dockerfile: {} is not made writable for the runtime user",
-        state_dir.display()
-    );
+    if !is_postgres(&state) {
+        let state_dir = Path::new(&state).parent().expect("state folder");
+        assert!(
+            runtime.iter().any(|i| i.keyword == "RUN"
+                && i.rest.contains("chown")
+                && i.rest.contains(&*state_dir.to_string_lossy())),
+            "deploy/Dockerfile: {} is not made writable for the runtime user",
+            state_dir.display()
+        );
+    }
     launch.check();
 }
 

@@ -527,13 +527,9 @@ async fn context_with(
                 .with_retry_base(std::time::Duration::from_millis(5)),
         ),
         vercel: Some(Arc::new(client)),
-        store: origin_watch::store::open(
-            &config.state_path,
-            None,
-            origin_watch::store::Access::Write,
-        )
-        .await
-        .unwrap(),
+        store: origin_watch::store::open(&config.state, None, origin_watch::store::Access::Write)
+            .await
+            .unwrap(),
         reporter: Arc::new(origin_watch::report::Reporter::to_writer(Box::new(
             lines.clone(),
         ))),

@@ -26,8 +26,12 @@ fn the_shipped_watch_yaml_loads() {
     assert!(srcs.contains(&"/api/avatar/1"));
     assert!(srcs.contains(&"https://images.example.com/products/shoe.jpg?v=3"));
     assert_eq!(
-        c.state_path,
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".origin-watch/state.db")
+        c.state.file(),
+        Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(".origin-watch/state.db")
+                .as_path()
+        )
     );
     assert_eq!(
         w.canary.as_deref(),

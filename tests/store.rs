@@ -1,14 +1,39 @@
-//! The state store over loopback and on a real SQLite file: history rows only
-//! on changes, a ledger row per call with Vercel's `x-vercel-id`, `explain`,
-//! the `state` commands, the version 1 migration and the single writer
-//! (through symlinks and hard links too).
+//! The state store over loopback, on a real SQLite file and on a real
+//! PostgreSQL server (`ORIGIN_WATCH_TEST_PG`, a schema of its own per
+//! test): history rows only on changes, a ledger row per call with
+//! Vercel's `x-vercel-id`, `explain`, the `state` commands, dry runs that
+//! write nothing; for SQLite also the version 1 migration and the single
+//! writer (through symlinks and hard links too).
 
 mod common;
+
+/// Runs `$name(Backend)` as two tests, `$name::sqlite` and `$name::postgres`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                super::$name(super::common::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                super::$name(super::common::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    history_has_a_row_only_when_a_decision_changes,
+    every_call_is_in_the_ledger_with_its_x_vercel_id,
+    state_commands_and_explain_tell_the_story,
+    a_dry_run_never_writes_the_store,
+);
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{Harness, TOKEN};
+use common::{Backend, Harness, TOKEN};
 use origin_watch::config::Config;
 use origin_watch::store::{self, Access, StoreError};
 use serde_json::Value;
@@ -23,7 +48,13 @@ watches:
 ";
 
 async fn two() -> Harness {
-    Harness::new(
+    on(Backend::Sqlite).await.unwrap()
+}
+
+/// The two-image harness on `backend` (`None`: PostgreSQL not available).
+async fn on(backend: Backend) -> Option<Harness> {
+    Harness::on(
+        backend,
         &[("/present.png", Behavior::Present)],
         Behavior::Status(404),
     )
@@ -52,9 +83,9 @@ fn run(h: &Harness, config: &Path, args: &[&str]) -> (Option<i32>, String, Strin
 fn config_file(h: &Harness, rest: &str) -> std::path::PathBuf {
     let path = h.dir.path().join("watch.yaml");
     let yaml = format!(
-        "vercel:\n  token_env: OW_TEST_TOKEN\n  api_base: {}\nstate: {}\n{}",
+        "vercel:\n  token_env: OW_TEST_TOKEN\n  api_base: {}\nstate: '{}'\n{}",
         h.api.base_url(),
-        h.state_path().display(),
+        h.state,
         rest.replace("{origin}", &h.origin.base_url())
     );
     std::fs::write(&path, yaml).unwrap();
@@ -67,16 +98,13 @@ fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn history_has_a_row_only_when_a_decision_changes() {
-    let h = two().await;
+async fn history_has_a_row_only_when_a_decision_changes(backend: Backend) {
+    let Some(h) = on(backend).await else { return };
     let c = h.config("", TWO);
     for _ in 0..4 {
         h.pass(&c).await;
     }
-    let store = store::open(&h.state_path(), None, Access::Read)
-        .await
-        .unwrap();
+    let store = store::open(h.location(), None, Access::Read).await.unwrap();
     let present = store.history("site", "/present.png").await.unwrap();
     assert_eq!(present.len(), 1, "four keeps are one row: {present:?}");
     let gone: Vec<&str> = store
@@ -89,9 +117,8 @@ async fn history_has_a_row_only_when_a_decision_changes() {
     assert_eq!(gone, ["pending", "purge", "already_purged"]);
 }
 
-#[tokio::test]
-async fn every_call_is_in_the_ledger_with_its_x_vercel_id() {
-    let h = two().await;
+async fn every_call_is_in_the_ledger_with_its_x_vercel_id(backend: Backend) {
+    let Some(h) = on(backend).await else { return };
     let c = h.config("", TWO);
     h.pass(&c).await;
     h.pass(&c).await;
@@ -101,9 +128,7 @@ async fn every_call_is_in_the_ledger_with_its_x_vercel_id() {
     h.pass_with(&c, false, "wrong-token").await;
 
     let calls = h.api.calls();
-    let store = store::open(&h.state_path(), None, Access::Read)
-        .await
-        .unwrap();
+    let store = store::open(h.location(), None, Access::Read).await.unwrap();
     let ledger = store.ledger(None).await.unwrap();
     assert_eq!(ledger.len(), calls.len(), "{ledger:?}");
     assert_eq!(ledger.len(), 2);
@@ -130,9 +155,8 @@ async fn every_call_is_in_the_ledger_with_its_x_vercel_id() {
     assert!(inventory[&("site".to_owned(), "/gone.png".to_owned())].purged);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn state_commands_and_explain_tell_the_story() {
-    let h = two().await;
+async fn state_commands_and_explain_tell_the_story(backend: Backend) {
+    let Some(h) = on(backend).await else { return };
     let config = config_file(&h, TWO);
     for _ in 0..3 {
         let (code, _, err) = run(&h, &config, &["once"]);
@@ -235,9 +259,8 @@ async fn a_second_writer_is_refused_through_a_symlink_and_a_hard_link() {
     assert!(store::open(&hard, None, Access::Write).await.is_ok());
 }
 
-#[tokio::test]
-async fn a_dry_run_never_creates_the_store() {
-    let h = two().await;
+async fn a_dry_run_never_writes_the_store(backend: Backend) {
+    let Some(h) = on(backend).await else { return };
     let c = h.config("", TWO);
     let a = h.dry_pass(&c).await;
     let b = h.dry_pass(&c).await;
@@ -248,6 +271,23 @@ async fn a_dry_run_never_creates_the_store() {
         "each dry run starts from the file"
     );
     assert!(!h.state_path().exists());
+    assert!(h.api.calls().is_empty());
+    assert!(h.inventory().await.is_empty(), "nothing was stored");
+    // And with the store already there, a dry run leaves it as it was.
+    h.pass(&c).await;
+    let before = h.inventory().await;
+    let dry = h.dry_pass(&c).await;
+    assert_eq!(
+        dry.decision("/gone.png"),
+        "would_purge",
+        "it reads the stored streak"
+    );
+    let after = h.inventory().await;
+    assert_eq!(
+        format!("{before:?}"),
+        format!("{after:?}"),
+        "a dry run changed the store"
+    );
     assert!(h.api.calls().is_empty());
 }
 
@@ -322,5 +362,11 @@ async fn the_old_default_state_file_is_imported_into_the_new_default_store() {
     // its second gone pass (its streak carried over).
     assert_eq!(h.api.purged(), ["/old.png"]);
     let loaded = Config::load(&config).unwrap();
-    assert!(loaded.state_path.ends_with(".origin-watch/state.db"));
+    assert!(
+        loaded
+            .state
+            .file()
+            .unwrap()
+            .ends_with(".origin-watch/state.db")
+    );
 }

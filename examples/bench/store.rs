@@ -3,7 +3,11 @@
 //! what a pass costs without an inventory), each size and store in a child
 //! process of its own so that peak memory is its own.
 //!
-//! For the SQLite store it prints: probes/s of the first pass (every row
+//! With `--pg URL` (or `ORIGIN_WATCH_TEST_PG` set) the PostgreSQL store runs
+//! too, in a schema of its own that is dropped afterwards, and the ratio of
+//! its probes/s to SQLite's is printed (the target: at least 80%).
+//!
+//! For each store it prints: probes/s of the first pass (every row
 //! new) and of a steady pass (nothing changes), start-up (opening the store
 //! and loading the inventory), the time spent writing in a pass where 1% of
 //! the sources change (they go 404), the store file's size, and peak RSS.
@@ -57,11 +61,23 @@ pub fn compare(args: &[String]) {
         "file MB",
         "peak MB"
     );
+    let pg = arg_value(args, "--pg")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("ORIGIN_WATCH_TEST_PG").ok())
+        .filter(|u| !u.is_empty());
+    let mut kinds = vec!["none", "sqlite"];
+    if pg.is_some() {
+        kinds.push("postgres");
+    } else {
+        println!("(no --pg URL and no ORIGIN_WATCH_TEST_PG: PostgreSQL not measured)");
+    }
     for n in sizes {
         let mut baseline = f64::NAN;
-        for kind in ["none", "sqlite"] {
+        let mut by_kind: std::collections::HashMap<&str, Vec<f64>> = Default::default();
+        for &kind in &kinds {
             let out = std::process::Command::new(&exe)
                 .args(["--store-child", &n.to_string(), kind])
+                .env("ORIGIN_WATCH_BENCH_PG", pg.clone().unwrap_or_default())
                 .output()
                 .expect("run child");
             if !out.status.success() {
@@ -93,8 +109,41 @@ pub fn compare(args: &[String]) {
                 f[6],
                 f[7]
             );
+            by_kind.insert(kind, f);
+        }
+        if let (Some(s), Some(p)) = (by_kind.get("sqlite"), by_kind.get("postgres")) {
+            println!(
+                "{n:>9} postgres/sqlite probes/s: first {:.0}%, steady {:.0}%, 1% pass {:.0}% (target: at least 80%)",
+                100.0 * p[0] / s[0],
+                100.0 * p[1] / s[1],
+                100.0 * p[5] / s[5]
+            );
         }
     }
+}
+
+/// A fresh schema for the PostgreSQL run, as a `state:` URL, and a client
+/// to measure and drop it with.
+async fn pg_schema(url: &str) -> (String, String, tokio_postgres::Client) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to --pg");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let schema = format!("bench_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .await
+        .expect("create schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    (
+        format!("{url}{sep}options=-csearch_path%3D{schema}"),
+        schema,
+        client,
+    )
 }
 
 /// A store that keeps nothing: every source is new on every pass.
@@ -288,8 +337,15 @@ pub fn child(n: usize, kind: &str) {
         let api = FakeVercel::start(FakeVercelConfig::new("bench")).await.expect("fake api");
         let images: String = (0..n).map(|i| format!("/img/{i}.png\n")).collect();
         std::fs::write(dir.join("images.txt"), images).expect("images");
+        let pg = if kind == "postgres" {
+            let url = std::env::var("ORIGIN_WATCH_BENCH_PG").expect("a PostgreSQL URL");
+            Some(pg_schema(&url).await)
+        } else {
+            None
+        };
+        let state = pg.as_ref().map_or("state.db".to_owned(), |(url, _, _)| url.clone());
         let yaml = format!(
-            "vercel: {{ api_base: '{}' }}\nstate: state.db\ndefaults: {{ confirmations: 1, concurrency: {CONCURRENCY}, per_host_concurrency: {CONCURRENCY}, max_purges_per_pass: {n}, max_purge_fraction: 1.0, retries: 0 }}\nwatches:\n  - {{ name: bench, project: bench, origin: '{}', images_file: images.txt }}\n",
+            "vercel: {{ api_base: '{}' }}\nstate: '{state}'\ndefaults: {{ confirmations: 1, concurrency: {CONCURRENCY}, per_host_concurrency: {CONCURRENCY}, max_purges_per_pass: {n}, max_purge_fraction: 1.0, retries: 0 }}\nwatches:\n  - {{ name: bench, project: bench, origin: '{}', images_file: images.txt }}\n",
             api.base_url(),
             origin.base_url()
         );
@@ -299,8 +355,8 @@ pub fn child(n: usize, kind: &str) {
         let prober = Arc::new(Prober::new().expect("client"));
         let open = || async {
             let t = Instant::now();
-            let inner: Arc<dyn Store> = if kind == "sqlite" {
-                store::open(&config.state_path, None, Access::Write).await.expect("store")
+            let inner: Arc<dyn Store> = if kind == "sqlite" || kind == "postgres" {
+                store::open(&config.state, None, Access::Write).await.expect("store")
             } else {
                 Arc::new(NullStore)
             };
@@ -341,12 +397,30 @@ pub fn child(n: usize, kind: &str) {
         let changed = pass(timed.clone()).await;
         let (_, write) = timed.take();
         drop(timed);
-        let file_mb = ["state.db", "state.db-wal"]
+        let mut file_mb = ["state.db", "state.db-wal"]
             .iter()
             .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
             .map(|m| m.len() as f64)
             .sum::<f64>()
             / (1024.0 * 1024.0);
+        if let Some((_, schema, client)) = &pg {
+            // The tables and their indexes, in place of a file.
+            let bytes: i64 = client
+                .query_one(
+                    "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relkind = 'r'",
+                    &[schema],
+                )
+                .await
+                .expect("size")
+                .get(0);
+            file_mb = bytes as f64 / (1024.0 * 1024.0);
+            client
+                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await
+                .expect("drop schema");
+        }
         println!(
             "{first:.0} {steady:.0} {:.3} {:.3} {:.3} {changed:.0} {file_mb:.1} {:.1}",
             (open_s + load).as_secs_f64(),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::raw::{RawConfig, RawRules, RawVercel, RawWatch};
 use super::{Config, MAX_DEADLINE_SECONDS, Rules, VercelConfig, Watch};
 use crate::schedule::CronSchedule;
+use crate::store::StateLocation;
 
 /// The store when `state:` is not set, relative to the config's folder.
 pub(super) const DEFAULT_STATE: &str = ".origin-watch/state.db";
@@ -41,9 +42,13 @@ impl<'a> Checker<'a> {
     pub(super) fn check(mut self, raw: RawConfig) -> Result<Config, Vec<String>> {
         let (team_id, slug) = (raw.vercel.team_id.clone(), raw.vercel.slug.clone());
         let vercel = self.vercel(raw.vercel);
-        let state_path = self
-            .base
-            .join(raw.state.as_deref().unwrap_or(DEFAULT_STATE));
+        let state = match raw.state.as_deref() {
+            None => StateLocation::File(self.base.join(DEFAULT_STATE)),
+            Some(s) => StateLocation::parse(s, self.base).unwrap_or_else(|problem| {
+                self.problem(format!("state: {problem}"));
+                StateLocation::File(self.base.join(DEFAULT_STATE))
+            }),
+        };
         // Where version 1 kept its state by default: imported when the new
         // default store does not exist yet.
         let legacy_state = raw.state.is_none().then(|| self.base.join(LEGACY_STATE));
@@ -98,7 +103,7 @@ impl<'a> Checker<'a> {
         match (vercel, trust, self.problems.is_empty()) {
             (Some(vercel), Some(trust), true) => Ok(Config {
                 vercel,
-                state_path,
+                state,
                 legacy_state,
                 watches,
                 shard: None,

@@ -16,6 +16,7 @@ use url::Url;
 
 use crate::schedule::CronSchedule;
 use crate::shard::Shard;
+use crate::store::StateLocation;
 
 pub use crate::sources::{MAX_SOURCE_LEN, ProbeTarget, ProbeUrl, Source};
 
@@ -101,8 +102,8 @@ pub use raw::{RawConfig, RawImage, RawNotify, RawRules, RawVercel, RawWatch};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub vercel: VercelConfig,
-    /// The store (`state:`, or `--state`).
-    pub state_path: PathBuf,
+    /// The store (`state:`, or `--state`): a SQLite file or a PostgreSQL URL.
+    pub state: StateLocation,
     /// A version 1 state file to import when the store does not exist yet
     /// (the old default, when `state:` is not set).
     pub legacy_state: Option<PathBuf>,
@@ -367,12 +368,12 @@ impl Config {
     }
 
     /// Keeps only the sources this shard owns, and gives the shard its own
-    /// state file.
+    /// state file (a shared database: its own ownership of each watch).
     pub fn apply_shard(&mut self, shard: Shard) {
         for w in &mut self.watches {
             *w = Arc::new(shard.filter(w));
         }
-        self.state_path = shard.state_path(&self.state_path);
+        self.state = self.state.for_shard(shard);
         self.legacy_state = self.legacy_state.as_deref().map(|p| shard.state_path(p));
         self.shard = Some(shard);
     }
@@ -434,7 +435,7 @@ watches:
         let c = Config::from_yaml(MINIMAL).unwrap();
         assert_eq!(c.vercel.token_env, "VERCEL_TOKEN");
         assert_eq!(c.vercel.api_base.as_str(), "https://api.vercel.com/");
-        assert_eq!(c.state_path, Path::new("./.origin-watch/state.db"));
+        assert_eq!(c.state.file(), Some(Path::new("./.origin-watch/state.db")));
         assert_eq!(
             c.legacy_state.as_deref(),
             Some(Path::new("./.origin-watch/state.json"))

@@ -2,8 +2,9 @@
 //! verdict, validators, gone streak and episode), the decision history (a row
 //! whenever a source's decision changes) and the ledger (every API call).
 //!
-//! A pass talks to it through [`Store`], so that the backend (SQLite here, a
-//! shared database later) is a choice at start-up, not a rewrite of the pass.
+//! A pass talks to it through [`Store`], so that the backend (a SQLite file
+//! for one process on one machine, PostgreSQL for many processes and shards)
+//! is a choice at start-up ([`StateLocation`]), not a rewrite of the pass.
 //! What a pass holds in memory per source is the compact [`Rec`]; the text
 //! behind it (validators, reasons) lives only in the store.
 
@@ -18,9 +19,13 @@ use serde::Serialize;
 use crate::policy::{Decision, Episode};
 use crate::probe::Verdict;
 
+pub mod location;
 pub mod migrate_v1;
+pub mod postgres;
 pub mod sqlite;
 
+pub use location::{PgLocation, StateLocation};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why the store could not be used. Every variant names the store.
@@ -55,6 +60,23 @@ pub enum StoreError {
     },
     #[error("state store {path} is open read-only (audit or --dry-run); {what} needs the writer")]
     ReadOnly { path: PathBuf, what: &'static str },
+    #[error(
+        "watch {watch} in state store {path} is owned by another origin-watch process ({owner}); refusing to act for it"
+    )]
+    Owned {
+        path: PathBuf,
+        watch: String,
+        owner: String,
+    },
+}
+
+/// Whether this process may act for a watch (see [`Store::acquire`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// This process owns the watch (and its shard) until it exits.
+    Owned,
+    /// Another process does; it says who (host and pid).
+    Standby { owner: String },
 }
 
 /// Milliseconds since the Unix epoch: how times are kept in the store.
@@ -303,6 +325,19 @@ pub trait Store: Send + Sync {
     /// Whether this handle may write (it holds the writer lock).
     fn writable(&self) -> bool;
 
+    /// Takes ownership of `watch` (for this process's shard) if no other
+    /// process holds it, and keeps it for the process's life; says who
+    /// holds it otherwise. A store only one process can open (a SQLite
+    /// file, under its writer lock) owns every watch.
+    async fn acquire(&self, _watch: &str) -> Result<Ownership, StoreError> {
+        Ok(Ownership::Owned)
+    }
+
+    /// Whether the store can be reached now (`/healthz`).
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The watch's inventory lined up with `listed`; first drops what
     /// has been unreferenced since before `forget_before` with nothing pending.
     async fn load(
@@ -394,22 +429,25 @@ pub enum Access {
 }
 
 /// Opens the store named by `state:` (or `--state`); `legacy` is a version
-/// 1 state file to import when the store does not exist yet.
+/// 1 state file to import when a SQLite store does not exist yet.
 pub async fn open(
-    location: &Path,
+    location: impl Into<StateLocation>,
     legacy: Option<&Path>,
     access: Access,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    let path = location.to_owned();
+    let path = match location.into() {
+        StateLocation::File(path) => path,
+        StateLocation::Postgres(pg) => return postgres::open(&pg, access).await,
+    };
     let legacy = legacy.map(Path::to_owned);
+    let shown = path.clone();
     let store = tokio::task::spawn_blocking(move || {
         SqliteStore::open_with_legacy(&path, legacy.as_deref(), access)
     })
     .await
     .map_err(|e| StoreError::Open {
-        path: location.to_owned(),
+        path: shown,
         cause: Box::new(e),
     })??;
     Ok(Arc::new(store))
 }
-

@@ -285,6 +285,42 @@ impl SqliteStore {
         Self::open_with_legacy(path, None, access)
     }
 
+    /// A dry run's store in memory, filled with `tables` (copied from
+    /// another backend); `label` names it in messages.
+    pub(super) fn memory_copy(label: PathBuf, tables: Vec<Copied>) -> Result<SqliteStore> {
+        let mut conn = Connection::open_in_memory().map_err(|e| StoreError::Open {
+            path: label.clone(),
+            cause: Box::new(e),
+        })?;
+        migrate(&mut conn, &label)?;
+        let err = |e: rusqlite::Error| StoreError::Query {
+            path: label.clone(),
+            what: "copy the store for a dry run",
+            cause: Box::new(e),
+        };
+        let tx = conn.transaction().map_err(err)?;
+        for t in &tables {
+            let marks = vec!["?"; t.columns.len()].join(", ");
+            let sql = format!(
+                "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
+                t.table,
+                t.columns.join(", ")
+            );
+            let mut stmt = tx.prepare(&sql).map_err(err)?;
+            for row in &t.rows {
+                stmt.execute(rusqlite::params_from_iter(row.iter()))
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(SqliteStore {
+            path: label,
+            conn: Arc::new(Mutex::new(conn)),
+            _lock: None,
+            access: Access::DryRun,
+        })
+    }
+
     fn check_version(&self) -> Result<()> {
         let conn = lock(&self.conn);
         let found: i64 = conn
@@ -343,6 +379,13 @@ impl SqliteStore {
     }
 }
 
+/// One table's rows, copied from another backend into a dry run's store.
+pub(super) struct Copied {
+    pub table: &'static str,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<rusqlite::types::Value>>,
+}
+
 /// Brings the schema to [`SCHEMA_VERSION`], one transaction per step.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let err = |e: rusqlite::Error| StoreError::Query {
@@ -393,11 +436,11 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "an unknown host".to_owned())
 }
 
-fn verdict_of(s: Option<String>) -> Option<Verdict> {
+pub(super) fn verdict_of(s: Option<String>) -> Option<Verdict> {
     s.and_then(|s| Verdict::ALL.into_iter().find(|v| v.as_str() == s))
 }
 
-fn decision_of(s: Option<String>) -> Option<Decision> {
+pub(super) fn decision_of(s: Option<String>) -> Option<Decision> {
     s.and_then(|s| Decision::ALL.into_iter().find(|d| d.as_str() == s))
 }
 
@@ -502,6 +545,13 @@ impl Store for SqliteStore {
 
     fn writable(&self) -> bool {
         self._lock.is_some()
+    }
+
+    async fn acquire(&self, _watch: &str) -> Result<super::Ownership> {
+        // The file's writer lock already makes this process the only one
+        // that acts on any watch of the store.
+        self.require_writer("owning a watch")?;
+        Ok(super::Ownership::Owned)
     }
 
     async fn load(

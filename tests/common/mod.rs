@@ -29,6 +29,76 @@ pub struct Harness {
     pub origin: FakeOrigin,
     pub api: FakeVercel,
     pub dir: tempfile::TempDir,
+    /// What `state:` says: the SQLite file in `dir`, or a PostgreSQL URL
+    /// (a schema of its own in the test server).
+    pub state: String,
+}
+
+/// The variable naming the test PostgreSQL server (`.ci/postgres.sh`).
+pub const PG_ENV: &str = "ORIGIN_WATCH_TEST_PG";
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The test server's URL. Unset: `None`, said loudly, and a failure under
+/// `CI=true` (CI starts the server; a missing one is a broken CI, not a skip).
+pub fn pg_url() -> Option<String> {
+    match std::env::var(PG_ENV) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "{PG_ENV} is not set under CI=true: .ci/run starts PostgreSQL and must export it"
+                );
+            }
+            eprintln!(
+                "\n!!! SKIPPED: this PostgreSQL test needs {PG_ENV} (run `eval \"$(.ci/postgres.sh start /tmp/ow-pg)\"` first) !!!\n"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh, empty schema in the test server, as a `state:` URL.
+pub async fn pg_schema() -> Option<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let url = pg_url()?;
+    let schema = format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst),
+        fastrand_suffix()
+    );
+    let client = pg_client(&url).await;
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}options=-csearch_path%3D{schema}"))
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+/// A plain connection to the test server (no TLS: it listens on loopback).
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test PostgreSQL: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
 }
 
 /// One pass's result: the outcome and every report line.
@@ -68,6 +138,23 @@ impl Ran {
 
 impl Harness {
     pub async fn new(routes: &[(&str, Behavior)], default: Behavior) -> Harness {
+        Self::on(Backend::Sqlite, routes, default)
+            .await
+            .expect("SQLite is always there")
+    }
+
+    /// A harness on `backend`; `None` (said loudly) when PostgreSQL is not
+    /// available outside CI.
+    pub async fn on(
+        backend: Backend,
+        routes: &[(&str, Behavior)],
+        default: Behavior,
+    ) -> Option<Harness> {
+        let dir = tempfile::tempdir().unwrap();
+        let state = match backend {
+            Backend::Sqlite => dir.path().join("state.db").display().to_string(),
+            Backend::Postgres => pg_schema().await?,
+        };
         let origin = FakeOrigin::start(
             routes.iter().map(|(p, b)| (p.to_string(), b.clone())),
             default,
@@ -81,11 +168,21 @@ impl Harness {
         })
         .await
         .unwrap();
-        Harness {
+        Some(Harness {
             origin,
             api,
-            dir: tempfile::tempdir().unwrap(),
-        }
+            dir,
+            state,
+        })
+    }
+
+    /// The store as `state:` names it.
+    pub fn location(&self) -> store::StateLocation {
+        store::StateLocation::parse(&self.state, std::path::Path::new("")).unwrap()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.state.starts_with("postgres")
     }
 
     pub fn state_path(&self) -> std::path::PathBuf {
@@ -96,9 +193,9 @@ impl Harness {
     /// holds `defaults:` and `watches:`. `{origin}` in `rest` is replaced.
     pub fn config(&self, vercel_extra: &str, rest: &str) -> Config {
         let yaml = format!(
-            "vercel:\n  api_base: {}\n{vercel_extra}\nstate: {}\n{}",
+            "vercel:\n  api_base: {}\n{vercel_extra}\nstate: '{}'\n{}",
             self.api.base_url(),
-            self.state_path().display(),
+            self.state,
             rest.replace("{origin}", &self.origin.base_url())
         );
         Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
@@ -127,7 +224,7 @@ impl Harness {
         } else {
             Access::Write
         };
-        let store = store::open(&config.state_path, config.legacy_state.as_deref(), access)
+        let store = store::open(&config.state, config.legacy_state.as_deref(), access)
             .await
             .unwrap();
         let ctx = PassContext {
@@ -166,7 +263,7 @@ impl Harness {
 
     /// The inventory as `state show` prints it, by (watch, src).
     pub async fn inventory(&self) -> BTreeMap<(String, String), SourceRow> {
-        let store = store::open(&self.state_path(), None, Access::Read)
+        let store = store::open(self.location(), None, Access::Read)
             .await
             .unwrap();
         store
