@@ -427,6 +427,13 @@ impl Health {
         self.outcome(watch, outcome);
     }
 
+    /// A pass of `watch` ran but could not record all it did in the store:
+    /// `/healthz` says `state_not_recorded` for it (not `purge_failed`: the
+    /// API may have answered every call), until a later pass of it ends.
+    pub fn pass_not_recorded(&self, watch: &str) {
+        self.outcome(watch, "state_not_recorded");
+    }
+
     /// A pass of `watch` panicked: `/healthz` says `panicked` for it, and
     /// `degraded` overall, until a later pass of it ends. It still answers
     /// 200: the loop is alive and the other watches keep working, which a

@@ -214,7 +214,11 @@ pub async fn sidecar(
                         if let Err(e) = crate::app::print_outcome(&o) {
                             tracing::error!(error = %e, "cannot write the summary to stdout");
                         }
-                        health.pass_done(&watch.name, o.exit());
+                        if o.store_error.is_some() {
+                            health.pass_not_recorded(&watch.name);
+                        } else {
+                            health.pass_done(&watch.name, o.exit());
+                        }
                     }
                     Err(e) => {
                         tracing::error!(watch = %watch.name, error = %e, "the pass's state could not be recorded");
