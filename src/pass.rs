@@ -147,9 +147,16 @@ struct Writer {
     watch: String,
     rows: Vec<RowWrite>,
     history: Vec<HistoryRow>,
-    in_flight: Option<JoinHandle<Result<(), StoreError>>>,
+    /// Batches being written, oldest first; at most [`WRITES_IN_FLIGHT`].
+    /// Their rows never overlap (a source is written once per pass before
+    /// the calls), so they may commit in any order.
+    in_flight: std::collections::VecDeque<JoinHandle<Result<(), StoreError>>>,
     error: Option<StoreError>,
 }
+
+/// Write batches under way at once: two keep a shared database (whose
+/// pool has more than one connection) busy while the next batch fills.
+const WRITES_IN_FLIGHT: usize = 2;
 
 impl Writer {
     fn new(store: Arc<dyn Store>, watch: &str) -> Writer {
@@ -158,7 +165,7 @@ impl Writer {
             watch: watch.to_owned(),
             rows: Vec::new(),
             history: Vec::new(),
-            in_flight: None,
+            in_flight: Default::default(),
             error: None,
         }
     }
@@ -171,8 +178,15 @@ impl Writer {
         }
     }
 
+    /// Waits for every batch under way.
     async fn settle(&mut self) {
-        if let Some(h) = self.in_flight.take() {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await;
+        }
+    }
+
+    async fn settle_oldest(&mut self) {
+        if let Some(h) = self.in_flight.pop_front() {
             let result = h.await.unwrap_or_else(|e| {
                 Err(StoreError::Query {
                     path: self.store.describe().into(),
@@ -187,11 +201,13 @@ impl Writer {
     }
 
     async fn flush_async(&mut self) {
-        self.settle().await;
+        while self.in_flight.len() >= WRITES_IN_FLIGHT {
+            self.settle_oldest().await;
+        }
         let rows = std::mem::take(&mut self.rows);
         let history = std::mem::take(&mut self.history);
         let (store, watch) = (self.store.clone(), self.watch.clone());
-        self.in_flight = Some(tokio::spawn(async move {
+        self.in_flight.push_back(tokio::spawn(async move {
             store.write(&watch, rows, history).await
         }));
     }
