@@ -370,3 +370,31 @@ async fn the_old_default_state_file_is_imported_into_the_new_default_store() {
             .ends_with(".origin-watch/state.db")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_refuses_writes_still_gets_a_summary_naming_the_cause_and_exit_1() {
+    let h = two().await;
+    let config = config_file(&h, TWO);
+    let (code, _, err) = run(&h, &config, &["once"]);
+    assert_eq!(code, Some(0), "{err}");
+    // The real database now refuses every history row, as a full disk or a
+    // broken volume would refuse a write.
+    let db = rusqlite::Connection::open(h.state_path()).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON history BEGIN SELECT RAISE(ABORT, 'the disk says no'); END;",
+    )
+    .unwrap();
+    drop(db);
+    let (code, out, err) = run(&h, &config, &["once"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        out.contains("site: 2 checked"),
+        "the summary is still printed: {out}"
+    );
+    assert!(
+        out.contains("state: not all of this pass could be recorded")
+            && out.contains("the disk says no")
+            && out.contains(&h.state_path().display().to_string()),
+        "the store and the cause are named: {out}"
+    );
+}
