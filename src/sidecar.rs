@@ -269,7 +269,9 @@ pub async fn sidecar(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break 'serve,
-                _ = hup.recv() => match load_config(global) {
+                // Reading a million-line images_file takes about a second:
+                // on the blocking pool, not an async worker.
+                _ = hup.recv() => match reload(global).await {
                     Ok(mut new) => {
                         // The store and its lock stay those of the first config.
                         if new.state != config.state {
@@ -391,6 +393,19 @@ fn hangup_signal() -> Hangup {
     }
     #[cfg(not(unix))]
     Hangup()
+}
+
+/// Loads the config again (SIGHUP) off the async workers.
+async fn reload(global: &Global) -> Result<crate::config::Config, crate::config::ConfigError> {
+    let global = global.clone();
+    match tokio::task::spawn_blocking(move || load_config(&global)).await {
+        Ok(loaded) => loaded,
+        // A panic while reading the config: reported as the config error it is.
+        Err(e) => Err(crate::config::ConfigError::Invalid {
+            origin: "reload".into(),
+            problems: vec![format!("the reload stopped: {e}")],
+        }),
+    }
 }
 
 #[cfg(test)]
