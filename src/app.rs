@@ -289,7 +289,11 @@ pub fn man_page() -> Vec<u8> {
             let page = Man::new(sub.clone().name(name.clone()));
             let mut part = Vec::new();
             page.render_synopsis_section(&mut part)?;
-            page.render_options_section(&mut part)?;
+            // `completions` and `man` read no config: the global options
+            // (which clap lists under every command) mean nothing there.
+            if !matches!(sub.get_name(), "completions" | "man") {
+                page.render_options_section(&mut part)?;
+            }
             out.extend_from_slice(format!(".SS \"{name}\"\n").as_bytes());
             if let Some(about) = sub.get_about() {
                 out.extend_from_slice(
