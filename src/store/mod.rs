@@ -314,6 +314,71 @@ pub struct Loaded {
     pub forgotten: usize,
 }
 
+/// Lines a watch's stored rows up with the sources a pass lists: both
+/// backends read the rows in `src` byte order and feed them here one by one.
+/// A stored source that is listed gets its record in place; one that is not
+/// is remembered, or forgotten when it has been unreferenced since before
+/// `forget_before` with nothing pending.
+pub(crate) struct Merge<'a> {
+    listed: &'a [Arc<str>],
+    /// Indices into `listed`, in byte order of their sources.
+    order: Vec<u32>,
+    at: usize,
+    forget_before: Millis,
+    pub loaded: Loaded,
+    /// Sources to delete (the caller deletes them, when it may write).
+    pub forget: Vec<String>,
+}
+
+impl<'a> Merge<'a> {
+    pub(crate) fn new(listed: &'a [Arc<str>], forget_before: Millis) -> Merge<'a> {
+        let mut order: Vec<u32> = (0..listed.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| listed[a as usize].cmp(&listed[b as usize]));
+        Merge {
+            listed,
+            order,
+            at: 0,
+            forget_before,
+            loaded: Loaded {
+                recs: vec![None; listed.len()],
+                ..Loaded::default()
+            },
+            forget: Vec::new(),
+        }
+    }
+
+    /// The next stored row (rows come in ascending `src` order). `ours`
+    /// false: an unlisted row is another process's (another shard's of a
+    /// shared store) and is neither remembered nor forgotten here.
+    pub(crate) fn row(&mut self, src: &str, probe: &str, rec: Rec, ours: bool) {
+        // Listed sources the store does not know are new.
+        while self
+            .order
+            .get(self.at)
+            .is_some_and(|&i| &*self.listed[i as usize] < src)
+        {
+            self.at += 1;
+        }
+        match self.order.get(self.at) {
+            Some(&i) if &*self.listed[i as usize] == src => {
+                self.loaded.recs[i as usize] = Some(rec);
+                self.at += 1;
+            }
+            _ if !ours => {}
+            _ => {
+                let gone_long = rec.unreferenced_since.unwrap_or(Millis::MAX) < self.forget_before;
+                if !rec.referenced && gone_long && !rec.pending() {
+                    self.forget.push(src.to_owned());
+                } else {
+                    self.loaded
+                        .remembered
+                        .push((src.to_owned(), probe.to_owned(), rec));
+                }
+            }
+        }
+    }
+}
+
 /// What a pass reads and writes, and what the `state` and `explain`
 /// commands ask. Every method may be called from any task; backends do
 /// their blocking work off the async workers.

@@ -897,50 +897,23 @@ impl Store for PostgresStore {
         self.run("load the inventory", move |c| {
             let (watch, listed) = (watch.clone(), listed.clone());
             Box::pin(async move {
-                // Listed sources in the store's order (bytewise: `src` is
-                // COLLATE "C"), so one ordered scan lines both up.
-                let mut order: Vec<u32> = (0..listed.len() as u32).collect();
-                order.sort_unstable_by(|&a, &b| listed[a as usize].cmp(&listed[b as usize]));
-                let mut loaded = Loaded {
-                    recs: vec![None; listed.len()],
-                    ..Loaded::default()
-                };
-                let mut forget: Vec<String> = Vec::new();
+                // One ordered scan (`src` is COLLATE "C": byte order)
+                // lines the stored rows up with the listed sources.
+                let mut merge = super::Merge::new(&listed, forget_before);
                 let sql =
                     format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE watch = $1 ORDER BY src");
                 let stmt = c.prepare_cached(&sql).await?;
                 let rows = c.query_raw(&stmt, [&*watch]).await?;
                 futures::pin_mut!(rows);
-                let mut next = order.iter().peekable();
                 while let Some(row) = rows.try_next().await? {
-                    let src: &str = row.get(0);
-                    while next.peek().is_some_and(|&&i| &*listed[i as usize] < src) {
-                        next.next();
-                    }
-                    match next.peek() {
-                        Some(&&i) if &*listed[i as usize] == src => {
-                            loaded.recs[i as usize] = Some(rec_of(&row));
-                            next.next();
-                        }
-                        _ => {
-                            let probe: &str = row.get(1);
-                            // Another shard's source: not this process's to probe.
-                            if shard.is_some_and(|s| !s.owns(probe)) {
-                                continue;
-                            }
-                            let rec = rec_of(&row);
-                            let gone_long =
-                                rec.unreferenced_since.unwrap_or(Millis::MAX) < forget_before;
-                            if !rec.referenced && gone_long && !rec.pending() {
-                                forget.push(src.to_owned());
-                            } else {
-                                loaded
-                                    .remembered
-                                    .push((src.to_owned(), probe.to_owned(), rec));
-                            }
-                        }
-                    }
+                    let (src, probe): (&str, &str) = (row.get(0), row.get(1));
+                    // Unlisted and another shard's: not this process's to probe.
+                    let ours = shard.is_none_or(|s| s.owns(probe));
+                    merge.row(src, probe, rec_of(&row), ours);
                 }
+                let super::Merge {
+                    mut loaded, forget, ..
+                } = merge;
                 if writable && !forget.is_empty() {
                     c.execute(
                         "DELETE FROM sources WHERE watch = $1 AND src = ANY($2)",

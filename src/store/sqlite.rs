@@ -563,45 +563,23 @@ impl Store for SqliteStore {
         let watch = watch.to_owned();
         let writable = self.access != Access::Read;
         self.with("load the inventory", move |conn| {
-            // Listed sources in the store's order (bytewise, as SQLite's
-            // BINARY collation), so one ordered scan lines both up.
-            let mut order: Vec<u32> = (0..listed.len() as u32).collect();
-            order.sort_unstable_by(|&a, &b| listed[a as usize].cmp(&listed[b as usize]));
-            let mut loaded = Loaded {
-                recs: vec![None; listed.len()],
-                ..Loaded::default()
-            };
-            let mut forget: Vec<String> = Vec::new();
+            // One ordered scan (BINARY collation: byte order) lines the
+            // stored rows up with the listed sources.
+            let mut merge = super::Merge::new(&listed, forget_before);
             {
                 let mut stmt = conn.prepare(&format!(
                     "SELECT {SOURCE_COLUMNS} FROM sources WHERE watch = ?1 ORDER BY src"
                 ))?;
                 let mut rows = stmt.query([&watch])?;
-                let mut next = order.iter().peekable();
                 while let Some(row) = rows.next()? {
                     let src = row.get_ref(0)?.as_str()?;
-                    // Listed sources the store does not know are new.
-                    while next.peek().is_some_and(|&&i| &*listed[i as usize] < src) {
-                        next.next();
-                    }
-                    let rec = rec_of(row)?;
-                    match next.peek() {
-                        Some(&&i) if &*listed[i as usize] == src => {
-                            loaded.recs[i as usize] = Some(rec);
-                            next.next();
-                        }
-                        _ => {
-                            let gone_long =
-                                rec.unreferenced_since.unwrap_or(Millis::MAX) < forget_before;
-                            if !rec.referenced && gone_long && !rec.pending() {
-                                forget.push(src.to_owned());
-                            } else {
-                                loaded.remembered.push((src.to_owned(), row.get(1)?, rec));
-                            }
-                        }
-                    }
+                    let probe = row.get_ref(1)?.as_str()?;
+                    merge.row(src, probe, rec_of(row)?, true);
                 }
             }
+            let super::Merge {
+                mut loaded, forget, ..
+            } = merge;
             if writable && !forget.is_empty() {
                 // (In a dry run the copy forgets; the file never does.)
                 let tx = conn.transaction()?;
