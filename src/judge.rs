@@ -112,7 +112,7 @@ pub fn judge(
     let now_ms: Millis = millis(now);
     let j = policy::judge(
         obs,
-        old.as_ref().and_then(|r| r.episode.as_ref()),
+        old.as_ref().and_then(|r| r.episode.as_deref()),
         rules.confirmations,
         rules.min_gone_for,
         now,
@@ -125,7 +125,7 @@ pub fn judge(
     rec.last_verdict = Some(obs.verdict);
     rec.last_status = obs.status;
     let first_gone = j.next.as_ref().map(|e| e.first_gone);
-    rec.episode = j.next;
+    rec.episode = j.next.map(Box::new);
     let old_decision = old.as_ref().and_then(|r| r.last_decision);
 
     let mut validators = None;

@@ -10,18 +10,22 @@
 //! For each store it prints: probes/s of the first pass (every row
 //! new) and of a steady pass (nothing changes), start-up (opening the store
 //! and loading the inventory), the time spent writing in a pass where 1% of
-//! the sources change (they go 404), the store file's size, and peak RSS.
+//! the sources change (they go 404), the store file's size, peak RSS, and
+//! the same kind of writes made by the store alone (`1% alone s`: another
+//! 1% of rows, then their ledger transactions of 8, with no probe or API
+//! call sharing the time, which the in-pass figure cannot separate).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use origin_watch::config::{Config, Token};
 use origin_watch::pass::{PassContext, run_pass};
+use origin_watch::policy::Episode;
 use origin_watch::probe::Prober;
 use origin_watch::report::Reporter;
 use origin_watch::store::{
-    self, Access, Endpoint, HistoryRow, LedgerEntry, Loaded, Millis, RowWrite, SourceRow, Store,
-    StoreError,
+    self, Access, Endpoint, HistoryRow, LedgerEntry, Loaded, Millis, Rec, RowWrite, SourceRow,
+    Store, StoreError,
 };
 use origin_watch::vercel::VercelClient;
 use testkit::fake_origin::Behavior;
@@ -48,7 +52,7 @@ pub fn compare(args: &[String]) {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>9} {:>8} {:>10} {:>10} {:>6} {:>10} {:>9} {:>10} {:>10} {:>8} {:>9}",
+        "{:>9} {:>8} {:>10} {:>10} {:>6} {:>10} {:>9} {:>10} {:>10} {:>8} {:>9} {:>11}",
         "sources",
         "store",
         "1st pass/s",
@@ -59,7 +63,8 @@ pub fn compare(args: &[String]) {
         "1% write s",
         "1% pass/s",
         "file MB",
-        "peak MB"
+        "peak MB",
+        "1% alone s"
     );
     let pg = arg_value(args, "--pg")
         .map(str::to_owned)
@@ -96,7 +101,7 @@ pub fn compare(args: &[String]) {
                 baseline = f[1];
             }
             println!(
-                "{:>9} {:>8} {:>10.0} {:>10.0} {:>6.2} {:>10.2} {:>9.2} {:>10.3} {:>10.0} {:>8.1} {:>9.1}",
+                "{:>9} {:>8} {:>10.0} {:>10.0} {:>6.2} {:>10.2} {:>9.2} {:>10.3} {:>10.0} {:>8.1} {:>9.1} {:>11.3}",
                 n,
                 kind,
                 f[0],
@@ -107,7 +112,8 @@ pub fn compare(args: &[String]) {
                 f[4],
                 f[5],
                 f[6],
-                f[7]
+                f[7],
+                f[8]
             );
             by_kind.insert(kind, f);
         }
@@ -397,6 +403,74 @@ pub fn child(n: usize, kind: &str) {
         let changed = pass(timed.clone()).await;
         let (_, write) = timed.take();
         drop(timed);
+        // 4: the store alone, with no pass around it: the writes of a pass
+        // in which another 1% of the sources go 404 and are purged (their
+        // rows in batches of 4096, then one ledger transaction per call of
+        // 8 with its purges), one after the other on a store opened afresh.
+        // Unlike the in-pass figure, no probe or API call shares the time.
+        let store_alone = {
+            let (timed, _) = open().await;
+            let store = timed.inner.clone();
+            let watch = "bench";
+            let at = store::millis(chrono::Utc::now());
+            let gone = |i: usize| {
+                let mut rec = Rec::new(at, true);
+                rec.last_verdict = Some(origin_watch::probe::Verdict::Gone);
+                rec.last_status = Some(404);
+                rec.episode = Some(Box::new(Episode {
+                    gone_streak: 1,
+                    first_gone: store::from_millis(at),
+                    last_gone: store::from_millis(at),
+                    last_status: Some(404),
+                    purged_at: None,
+                }));
+                let src: Arc<str> = Arc::from(format!("/img/{i}.png"));
+                RowWrite {
+                    probe: format!("{}{src}", origin.base_url()),
+                    src,
+                    rec,
+                    validators: None,
+                    candidate: None,
+                    seen_in: None,
+                }
+            };
+            let chosen: Vec<usize> = (0..n).filter(|i| i % 100 == 13).collect();
+            let t = Instant::now();
+            for chunk in chosen.chunks(4096) {
+                let rows = chunk.iter().map(|&i| gone(i)).collect();
+                store.write(watch, rows, Vec::new()).await.expect("write");
+            }
+            for call in chosen.chunks(8) {
+                let effects: Vec<(String, RowWrite)> = call
+                    .iter()
+                    .map(|&i| {
+                        let mut row = gone(i);
+                        if let Some(ep) = row.rec.episode.as_mut() {
+                            ep.purged_at = Some(store::from_millis(at));
+                        }
+                        row.rec.last_decision = Some(origin_watch::policy::Decision::Purge);
+                        (watch.to_owned(), row)
+                    })
+                    .collect();
+                let entry = LedgerEntry {
+                    time: String::new(),
+                    at,
+                    endpoint: Endpoint::Delete,
+                    project: "bench".into(),
+                    team_id: None,
+                    slug: None,
+                    src_images: effects.iter().map(|(_, r)| r.src.to_string()).collect(),
+                    status: Some(200),
+                    vercel_id: Some("bench::iad1::1".into()),
+                    error: None,
+                    attempts: 1,
+                };
+                store.record_call(entry, effects).await.expect("record");
+            }
+            store.pass_done(watch, at).await.expect("pass done");
+            t.elapsed()
+        };
+
         let mut file_mb = ["state.db", "state.db-wal"]
             .iter()
             .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
@@ -422,11 +496,12 @@ pub fn child(n: usize, kind: &str) {
                 .expect("drop schema");
         }
         println!(
-            "{first:.0} {steady:.0} {:.3} {:.3} {:.3} {changed:.0} {file_mb:.1} {:.1}",
+            "{first:.0} {steady:.0} {:.3} {:.3} {:.3} {changed:.0} {file_mb:.1} {:.1} {:.3}",
             (open_s + load).as_secs_f64(),
             load.as_secs_f64(),
             write.as_secs_f64(),
-            peak_rss_mb()
+            peak_rss_mb(),
+            store_alone.as_secs_f64()
         );
     });
     runtime.block_on(task).expect("bench task");

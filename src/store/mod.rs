@@ -148,8 +148,10 @@ pub struct Rec {
     pub last_verdict: Option<Verdict>,
     pub last_status: Option<u16>,
     pub last_decision: Option<Decision>,
-    /// Set while the source is not plainly present: its gone episode.
-    pub episode: Option<Episode>,
+    /// Set while the source is not plainly present: its gone episode
+    /// (boxed: only the few gone sources pay for it, which keeps a record
+    /// of a million-source inventory small).
+    pub episode: Option<Box<Episode>>,
     /// [`Validators::all`] and [`Validators::identity`] of the stored validators.
     pub validators_all: u64,
     pub validators_identity: u64,
@@ -515,4 +517,20 @@ pub async fn open(
         cause: Box::new(e),
     })??;
     Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rec;
+
+    /// A pass holds one record per source: a million of them. The gone
+    /// episode is boxed so that the 95% that are present do not pay for it.
+    #[test]
+    fn a_record_stays_small() {
+        assert!(
+            std::mem::size_of::<Option<Rec>>() <= 72,
+            "{} bytes",
+            std::mem::size_of::<Option<Rec>>()
+        );
+    }
 }

@@ -616,13 +616,15 @@ fn u16_at(row: &Row, at: usize) -> Option<u16> {
 /// A row of [`SOURCE_COLUMNS`] into the pass's compact record.
 fn rec_of(row: &Row) -> Rec {
     let gone_since: Option<Millis> = row.get(10);
-    let episode = gone_since.map(|since| Episode {
-        gone_streak: row.get::<_, i64>(9) as u32,
-        first_gone: super::from_millis(since),
-        last_gone: super::from_millis(row.get::<_, Option<Millis>>(11).unwrap_or(since)),
-        last_status: u16_at(row, 12),
-        purged_at: row.get::<_, Option<Millis>>(13).map(super::from_millis),
-    });
+    let episode = gone_since
+        .map(|since| Episode {
+            gone_streak: row.get::<_, i64>(9) as u32,
+            first_gone: super::from_millis(since),
+            last_gone: super::from_millis(row.get::<_, Option<Millis>>(11).unwrap_or(since)),
+            last_status: u16_at(row, 12),
+            purged_at: row.get::<_, Option<Millis>>(13).map(super::from_millis),
+        })
+        .map(Box::new);
     let stored = validators_at(row, 14);
     let candidate = validators_at(row, 17);
     Rec {

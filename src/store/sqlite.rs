@@ -115,6 +115,8 @@ const UPSERT: &str = "INSERT INTO sources (watch, src, probe, referenced, unrefe
 /// every call takes it on the blocking pool.
 pub struct SqliteStore {
     path: PathBuf,
+    /// Stopped (and its connection closed) before `conn` closes.
+    checkpointer: Option<Checkpointer>,
     conn: Arc<Mutex<Connection>>,
     /// The writer's lock on the database file, held for the store's life
     /// (declared after `conn`, so it is released after the connection closes).
@@ -123,6 +125,96 @@ pub struct SqliteStore {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// WAL pages past which a commit checkpoints by itself, should the
+/// [`Checkpointer`] fall behind or be gone (SQLite's default is 1000).
+const BACKSTOP_PAGES: i64 = 16_384;
+
+/// The least time between two background checkpoints: each costs two
+/// fsyncs, so they are batched rather than run after every commit.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Copies the WAL into the database file on a thread of its own, with a
+/// connection of its own (a PASSIVE checkpoint: it never blocks the
+/// writer). Without it, the commit that crosses SQLite's threshold runs
+/// the checkpoint itself, two fsyncs included, while the pass waits; a
+/// pass that records a thousand calls, each in its own transaction, then
+/// spends most of its writing time in checkpoints.
+struct Checkpointer {
+    wake: Arc<(Mutex<Wake>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Wake {
+    dirty: bool,
+    stop: bool,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> rusqlite::Result<Checkpointer> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let wake: Arc<(Mutex<Wake>, std::sync::Condvar)> = Arc::default();
+        let shared = wake.clone();
+        let label = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                let (state, cv) = &*shared;
+                loop {
+                    let stop = {
+                        let mut w = state.lock().unwrap_or_else(PoisonError::into_inner);
+                        while !w.dirty && !w.stop {
+                            w = cv.wait(w).unwrap_or_else(PoisonError::into_inner);
+                        }
+                        w.dirty = false;
+                        w.stop
+                    };
+                    if stop {
+                        // The writer's connection checkpoints what is left
+                        // when it closes, right after this.
+                        return;
+                    }
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(store = %label, error = %e, "background checkpoint failed; commits will checkpoint by themselves");
+                    }
+                    // Rate-limited; a stop cuts the wait short.
+                    let w = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (w, _) = cv
+                        .wait_timeout_while(w, CHECKPOINT_EVERY, |w| !w.stop)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if w.stop {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Checkpointer {
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    /// A commit added to the WAL.
+    fn poke(&self) {
+        let (state, cv) = &*self.wake;
+        state.lock().unwrap_or_else(PoisonError::into_inner).dirty = true;
+        cv.notify_one();
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (state, cv) = &*self.wake;
+        state.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
+        cv.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding it cannot leave a transaction half applied
@@ -191,6 +283,7 @@ impl SqliteStore {
                     path: path.to_owned(),
                     conn: Arc::new(Mutex::new(conn)),
                     _lock: None,
+                    checkpointer: None,
                     access,
                 };
                 store.check_version()?;
@@ -271,7 +364,12 @@ impl SqliteStore {
                 // it by another name (a hard link: another WAL name) reads it.
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                     .map_err(|e| open_err(Box::new(e)))?;
+                let checkpointer = conn
+                    .pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)
+                    .and_then(|_| Checkpointer::start(path))
+                    .map_err(|e| open_err(Box::new(e)))?;
                 Ok(SqliteStore {
+                    checkpointer: Some(checkpointer),
                     path: path.to_owned(),
                     conn: Arc::new(Mutex::new(conn)),
                     _lock: Some(file),
@@ -317,6 +415,7 @@ impl SqliteStore {
             path: label,
             conn: Arc::new(Mutex::new(conn)),
             _lock: None,
+            checkpointer: None,
             access: Access::DryRun,
         })
     }
@@ -364,6 +463,9 @@ impl SqliteStore {
         let conn = self.conn.clone();
         let path = self.path.clone();
         let joined = tokio::task::spawn_blocking(move || f(&mut lock(&conn))).await;
+        if let Some(c) = &self.checkpointer {
+            c.poke();
+        }
         match joined {
             Ok(r) => r.map_err(|e| StoreError::Query {
                 path,
@@ -457,13 +559,13 @@ fn rec_of(row: &Row<'_>) -> rusqlite::Result<Rec> {
     let gone_since: Option<Millis> = row.get(10)?;
     let episode = match gone_since {
         None => None,
-        Some(since) => Some(Episode {
+        Some(since) => Some(Box::new(Episode {
             gone_streak: row.get(9)?,
             first_gone: super::from_millis(since),
             last_gone: super::from_millis(row.get::<_, Option<Millis>>(11)?.unwrap_or(since)),
             last_status: row.get(12)?,
             purged_at: row.get::<_, Option<Millis>>(13)?.map(super::from_millis),
-        }),
+        })),
     };
     let stored = validators_at(row, 14)?;
     let candidate = validators_at(row, 17)?;
@@ -873,5 +975,61 @@ impl Store for SqliteStore {
             rows.collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Rec, RowWrite, Store};
+
+    fn row(i: usize) -> RowWrite {
+        RowWrite {
+            src: Arc::from(format!("/images/{i:06}-{}.png", "x".repeat(40))),
+            probe: format!("https://origin.example/images/{i:06}.png"),
+            rec: Rec::new(1_700_000_000_000, true),
+            validators: None,
+            candidate: None,
+            seen_in: Some("images.txt".into()),
+        }
+    }
+
+    /// The pass's commits do not copy the WAL into the database file
+    /// themselves (the backstop is far above what this writes): the
+    /// background checkpointer does, soon after.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_wal_reaches_the_database_file_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        for chunk in (0..6000).collect::<Vec<_>>().chunks(1000) {
+            let rows = chunk.iter().map(|&i| row(i)).collect();
+            store.write("w", rows, Vec::new()).await.unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("state.db-wal"))
+            .unwrap()
+            .len();
+        assert!(
+            wal < (BACKSTOP_PAGES as u64) * 4096 / 4,
+            "the test must stay under the backstop: WAL {wal} bytes"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = std::fs::metadata(&path).unwrap().len();
+            if now > before + 512 * 1024 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {now} bytes (from {before}); nothing checkpointed the WAL"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // And the rows are all there, read back through a new store.
+        drop(store);
+        let store = SqliteStore::open(&path, Access::Read).unwrap();
+        let shown = store.show(Some("w"), &[]).await.unwrap();
+        assert_eq!(shown.len(), 6000);
     }
 }
