@@ -214,11 +214,37 @@ impl State<'_> {
 /// tokenizer decodes them in attributes (`&amp;`, `&#38;`, and the legacy
 /// named ones without `;` unless a letter, digit or `=` follows).
 fn decode(value: &str) -> Cow<'_, str> {
-    if value.contains('&') {
-        htmlize::unescape_attribute(value)
-    } else {
+    if !value.contains('&') {
         Cow::Borrowed(value)
+    } else if let Some(plain) = amp_only(value) {
+        Cow::Owned(plain)
+    } else {
+        htmlize::unescape_attribute(value)
     }
+}
+
+/// `value` with each `&amp;` made `&`, when that is the only reference in
+/// it (what frameworks write between query parameters): the common case,
+/// without the entity table.
+fn amp_only(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = String::with_capacity(value.len());
+    let mut from = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'&' {
+            if !bytes[i..].starts_with(b"&amp;") {
+                return None;
+            }
+            out.push_str(&value[from..=i]);
+            i += 5;
+            from = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&value[from..]);
+    Some(out)
 }
 
 /// The source an image optimizer URL carries: its `url` parameter,
@@ -245,13 +271,27 @@ fn source_of(candidate: &str, base: &Url, base_is_ours: bool, site: &Site) -> Op
             Cow::Owned(url.query()?.to_owned())
         }
     };
-    let (_, src) = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "url")?;
+    let src = url_parameter(&query)?;
     let usable = if src.starts_with('/') {
         !src.starts_with("//")
     } else {
         Url::parse(&src).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
     };
     (usable && src.len() <= MAX_SOURCE_LEN).then(|| src.into_owned())
+}
+
+/// The first `url` parameter of a query, form-decoded (`+` and
+/// percent-encoding), as `form_urlencoded::parse` would find it, but
+/// decoding no other parameter.
+fn url_parameter(query: &str) -> Option<Cow<'_, str>> {
+    query.split('&').find_map(|pair| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if key != "url" && !key.contains(['%', '+']) {
+            return None;
+        }
+        let (k, v) = url::form_urlencoded::parse(pair.as_bytes()).next()?;
+        (k == "url").then_some(v)
+    })
 }
 
 /// The query of a path-absolute optimizer URL written plainly (what
@@ -274,18 +314,23 @@ fn plain_optimizer_query(candidate: &str) -> Option<&str> {
 /// descriptors, by the HTML standard's parsing rules: a URL runs to the
 /// next whitespace, and may itself hold commas.
 pub fn srcset_urls(srcset: &str) -> Vec<&str> {
+    // Every delimiter is ASCII, so byte positions are char boundaries.
+    let b = srcset.as_bytes();
+    let space = |i: usize| b[i].is_ascii_whitespace();
     let mut out = Vec::new();
-    let mut rest = srcset;
+    let mut i = 0;
     loop {
-        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == ',');
-        if rest.is_empty() {
+        while i < b.len() && (space(i) || b[i] == b',') {
+            i += 1;
+        }
+        if i == b.len() {
             return out;
         }
-        let end = rest
-            .find(|c: char| c.is_ascii_whitespace())
-            .unwrap_or(rest.len());
-        let url = &rest[..end];
-        rest = &rest[end..];
+        let start = i;
+        while i < b.len() && !space(i) {
+            i += 1;
+        }
+        let url = &srcset[start..i];
         if url.ends_with(',') {
             // No descriptors: the comma ends the candidate.
             out.push(url.trim_end_matches(','));
@@ -294,19 +339,15 @@ pub fn srcset_urls(srcset: &str) -> Vec<&str> {
         out.push(url);
         // Skip the descriptors up to the next comma outside parentheses.
         let mut depth = 0usize;
-        let mut cut = rest.len();
-        for (i, c) in rest.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth = depth.saturating_sub(1),
-                ',' if depth == 0 => {
-                    cut = i + 1;
-                    break;
-                }
+        while i < b.len() {
+            i += 1;
+            match b[i - 1] {
+                b'(' => depth += 1,
+                b')' => depth = depth.saturating_sub(1),
+                b',' if depth == 0 => break,
                 _ => {}
             }
         }
-        rest = &rest[cut..];
     }
 }
 
@@ -467,6 +508,9 @@ mod tests {
             "/_next/image?url=/a\\b.png",
             "/_next/image?url=%2Fa.png\t",
             "/_next/image?url=/a\n.png",
+            "/_next/image?%75rl=%2Fencoded-key.png",
+            "/_next/image?u+rl=%2Fnot.png&url=%2Fplus.png&url=%2Fsecond.png",
+            "/_next/image?&&url&url=%2Fempty-first.png",
         ] {
             assert_eq!(
                 optimizer_source(candidate, &base, &site),
@@ -477,6 +521,43 @@ mod tests {
         // With a `<base>` off the site, a path-absolute URL is off it too.
         let html = r#"<base href="https://elsewhere.com/"><img src="/_next/image?url=%2Fa.png">"#;
         assert!(sources(html).is_empty());
+    }
+
+    #[test]
+    fn the_url_parameter_is_the_one_form_urlencoded_finds_first() {
+        for query in [
+            "url=%2Fa.png&w=1",
+            "w=1&url=%2Fa+b.png&url=%2Fsecond.png",
+            "%75rl=%2Fencoded-key.png",
+            "u+rl=x&url=%2Fplus.png",
+            "&&url&url=%2Fempty-first.png",
+            "urlx=1&xurl=2",
+            "url==%3D.png",
+            "",
+        ] {
+            let expected = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "url")
+                .map(|(_, v)| v);
+            assert_eq!(url_parameter(query), expected, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn entities_decode_the_same_by_the_short_way() {
+        for value in [
+            "a&amp;b&amp;c",
+            "a&amp;b&lt;c",
+            "a&ampb",
+            "&amp;",
+            "&",
+            "a&amp",
+        ] {
+            assert_eq!(
+                decode(value),
+                htmlize::unescape_attribute(value),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
