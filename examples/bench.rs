@@ -85,6 +85,9 @@ fn main() {
     if args.iter().any(|a| a == "--discover-child") {
         return discover_child();
     }
+    if args.iter().any(|a| a == "--discover-scan") {
+        return discover_scan();
+    }
     if args.iter().any(|a| a == "--discover") {
         let exe = std::env::current_exe().expect("own path");
         let repeat: usize =
@@ -595,6 +598,46 @@ fn start_site() -> testkit::FakeSite {
     index.push_str("</sitemapindex>");
     site.set("/sitemap-index.xml", Reply::xml(index));
     site
+}
+
+/// The page scanner alone, on one thread, over the benchmark site's pages
+/// (made beforehand): what a page costs the client before any HTTP.
+fn discover_scan() {
+    use origin_watch::discover::{Site, html};
+    let base = Url::parse("http://127.0.0.1:3000/").expect("base");
+    let site = Site::new(&base, None);
+    let pages: Vec<(Url, String)> = (0..SITE_PAGES)
+        .map(|i| (base.join(&format!("/p/{i}")).expect("page"), site_page(i)))
+        .collect();
+    let bytes: usize = pages.iter().map(|(_, p)| p.len()).sum();
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut sources = 0;
+        for (url, page) in &pages {
+            sources += html::scan(page.as_bytes(), url, &site, true)
+                .expect("a page within the limits")
+                .sources
+                .len();
+        }
+        assert_eq!(
+            sources,
+            SITE_PAGES * URLS_PER_PAGE * 3,
+            "every optimizer URL"
+        );
+        runs.push(started.elapsed().as_secs_f64());
+    }
+    runs.sort_by(f64::total_cmp);
+    let secs = runs[runs.len() / 2];
+    println!(
+        "scan only, one thread, median of {}: {:.1} us/page, {:.0} pages/s, {:.0} MB/s ({} pages of {:.1} KB)",
+        runs.len(),
+        secs * 1e6 / SITE_PAGES as f64,
+        SITE_PAGES as f64 / secs,
+        bytes as f64 / secs / 1e6,
+        SITE_PAGES,
+        bytes as f64 / SITE_PAGES as f64 / 1e3,
+    );
 }
 
 /// `wrk` fetching one page of the site (64 connections, 5 s).

@@ -273,6 +273,38 @@ async fn a_page_that_times_out_is_an_error_and_the_rest_is_kept() {
 }
 
 #[tokio::test]
+async fn a_page_over_the_tokenizers_memory_limit_is_an_error_naming_it_and_the_rest_is_kept() {
+    use origin_watch::discover::html::MAX_PARSER_MEMORY;
+    let site = FakeSite::start([]).await.unwrap();
+    site.set(
+        "/",
+        page(&format!(
+            "{}<a href=\"/huge\">h</a><a href=\"/fine\">f</a>",
+            img("/home.png")
+        )),
+    );
+    // A tag left open at the end, larger than the limit (the page itself
+    // is within the size limit of a page).
+    let huge = format!(
+        "{}<img alt=\"{}",
+        img("/huge.png"),
+        "x".repeat(MAX_PARSER_MEMORY + 1)
+    );
+    site.set("/huge", Reply::html(huge));
+    site.set("/fine", page(&img("/fine.png")));
+    let d = discover(&site, "{}", "").await;
+    assert_eq!(srcs(&d), set(&["/home.png", "/fine.png"]));
+    assert!(!d.complete());
+    assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
+    assert!(
+        d.errors[0].starts_with(&format!("{}: page not read: ", site.url("/huge")))
+            && d.errors[0].contains("memory limit"),
+        "{:?}",
+        d.errors
+    );
+}
+
+#[tokio::test]
 async fn requests_share_the_per_host_limit() {
     let site = FakeSite::start([]).await.unwrap();
     let links: String = (1..=6)

@@ -1,16 +1,22 @@
-//! Reads one HTML page with html5ever's tokenizer (no tree, no regular
+//! Reads one HTML page with `lol_html`, a streaming tokenizer that lexes
+//! in full only the tags a selector names (no tree, no regular
 //! expressions): the image optimizer URLs in `src`, `srcset` and
 //! `imagesrcset` of `img`, `source` and `link` give sources, and `<a href>`
-//! gives the links to follow. Attribute values reach us with their HTML
-//! entities decoded by the tokenizer; a `url` parameter is then
-//! percent-decoded exactly once.
+//! gives the links to follow. Markup inside scripts, styles and other raw
+//! text is not read; inside `<noscript>` it is (a page without scripts
+//! shows it, and older `next/image` puts its only real URLs there).
+//! `lol_html` hands attribute values over as written, so their HTML
+//! entities are decoded here (the HTML standard's rules for attributes);
+//! a `url` parameter is then percent-decoded exactly once.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::sync::LazyLock;
 
-use html5ever::tendril::StrTendril;
-use html5ever::tokenizer::states::RawKind;
-use html5ever::tokenizer::{
-    BufferQueue, StartTag, Tag, Token, TokenSink, TokenSinkResult, Tokenizer,
+use lol_html::errors::RewritingError;
+use lol_html::html_content::{Element, TextChunk};
+use lol_html::{
+    ElementContentHandlers, HandlerResult, HtmlRewriter, MemorySettings, Selector, Settings,
 };
 use url::Url;
 
@@ -20,139 +26,252 @@ use crate::sources::MAX_SOURCE_LEN;
 /// The paths of Vercel's image optimizer (Next.js and other frameworks).
 const OPTIMIZER_PATHS: [&str; 2] = ["/_next/image", "/_vercel/image"];
 
+/// The memory the tokenizer may take for one page, beyond the page itself:
+/// a page is handed over whole, so this bounds what it buffers of a tag
+/// left open at the end, and its stack of open elements.
+pub const MAX_PARSER_MEMORY: usize = 4 * 1024 * 1024;
+
 /// What one page holds.
 #[derive(Debug, Default, PartialEq)]
 pub struct PageScan {
-    /// Sources, in order of appearance (repeats included).
+    /// Sources, element by element in order of appearance (repeats
+    /// included).
     pub sources: Vec<String>,
     /// Same-site pages it links to, without fragments (repeats included).
     pub links: Vec<Url>,
 }
 
+/// A page the tokenizer gave up on. It names the page.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: page not read: {cause}")]
+pub struct ScanError {
+    pub url: Url,
+    pub cause: String,
+}
+
+/// The selectors, parsed once per process rather than once per page.
+struct Selectors {
+    images: Selector,
+    links: Selector,
+    base: Selector,
+    noscript: Selector,
+}
+
+static SELECTORS: LazyLock<Selectors> = LazyLock::new(|| {
+    let parse = |s: &str| s.parse::<Selector>().expect("a valid selector");
+    Selectors {
+        images: parse("img, source, link"),
+        links: parse("a[href]"),
+        base: parse("base[href]"),
+        noscript: parse("noscript"),
+    }
+});
+
 /// Scans `html`, served at `page`. `links` says whether `<a href>` is
-/// collected at all.
-pub fn scan(html: &str, page: &Url, site: &Site, links: bool) -> PageScan {
-    let sink = Sink {
-        state: RefCell::new(State {
-            base: page.clone(),
-            site,
-            want_links: links,
-            out: PageScan::default(),
-        }),
-    };
-    let tokenizer = Tokenizer::new(sink, Default::default());
-    let input = BufferQueue::default();
-    input.push_back(StrTendril::from_slice(html));
-    let _ = tokenizer.feed(&input);
-    tokenizer.end();
-    tokenizer.sink.state.into_inner().out
+/// collected at all. Bytes that are not UTF-8 read as U+FFFD.
+pub fn scan(html: &[u8], page: &Url, site: &Site, links: bool) -> Result<PageScan, ScanError> {
+    let state = RefCell::new(State {
+        base: page.clone(),
+        base_is_ours: site.is_ours(page),
+        site,
+        want_links: links,
+        noscript: String::new(),
+        out: PageScan::default(),
+    });
+    tokenize(html, &state, true).map_err(|e| ScanError {
+        url: page.clone(),
+        cause: match e {
+            RewritingError::MemoryLimitExceeded(_) => {
+                format!("over the HTML tokenizer's memory limit ({MAX_PARSER_MEMORY} bytes)")
+            }
+            other => other.to_string(),
+        },
+    })?;
+    Ok(state.into_inner().out)
+}
+
+/// Runs the tokenizer over `html`, the handlers writing to `state`.
+/// `noscript` says whether the content of `<noscript>` is read as markup
+/// (once: not inside itself).
+fn tokenize(html: &[u8], state: &RefCell<State<'_>>, noscript: bool) -> Result<(), RewritingError> {
+    let selectors = &*SELECTORS;
+    let mut settings = Settings::new()
+        // Where markup is ambiguous without a tree, read on rather than stop.
+        .with_strict(false)
+        .with_memory_settings(
+            MemorySettings::new().with_max_allowed_memory_usage(MAX_PARSER_MEMORY),
+        )
+        .append_element_content_handler((
+            Cow::Borrowed(&selectors.images),
+            ElementContentHandlers::default().element(
+                |el: &mut Element<'_, '_>| -> HandlerResult {
+                    state.borrow_mut().image_element(el);
+                    Ok(())
+                },
+            ),
+        ))
+        .append_element_content_handler((
+            Cow::Borrowed(&selectors.base),
+            ElementContentHandlers::default().element(
+                |el: &mut Element<'_, '_>| -> HandlerResult {
+                    state.borrow_mut().base_element(el);
+                    Ok(())
+                },
+            ),
+        ));
+    if state.borrow().want_links {
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&selectors.links),
+            ElementContentHandlers::default().element(
+                |el: &mut Element<'_, '_>| -> HandlerResult {
+                    state.borrow_mut().link_element(el);
+                    Ok(())
+                },
+            ),
+        ));
+    }
+    if noscript {
+        // Raw text to the tokenizer (as in a browser running scripts): read
+        // it again, as markup, once it is whole.
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&selectors.noscript),
+            ElementContentHandlers::default().text(|text: &mut TextChunk<'_>| -> HandlerResult {
+                let inner = {
+                    let mut s = state.borrow_mut();
+                    s.noscript.push_str(text.as_str());
+                    if !text.last_in_text_node() {
+                        return Ok(());
+                    }
+                    std::mem::take(&mut s.noscript)
+                };
+                tokenize(inner.as_bytes(), state, false)?;
+                Ok(())
+            }),
+        ));
+    }
+    // Nothing is rewritten: the output goes nowhere.
+    let mut rewriter = HtmlRewriter::new(settings, |_: &[u8]| {});
+    rewriter.write(html)?;
+    rewriter.end()
 }
 
 struct State<'a> {
     /// What relative URLs are joined onto: the page, or its `<base href>`.
     base: Url,
+    /// Whether `base` is on the site or the origin (a path-absolute
+    /// optimizer URL is then ours without joining it).
+    base_is_ours: bool,
     site: &'a Site,
     want_links: bool,
+    /// A `<noscript>`'s text as it comes in.
+    noscript: String,
     out: PageScan,
 }
 
-struct Sink<'a> {
-    state: RefCell<State<'a>>,
-}
-
-impl TokenSink for Sink<'_> {
-    type Handle = ();
-
-    fn process_token(&self, token: Token, _line: u64) -> TokenSinkResult<()> {
-        let Token::TagToken(tag) = token else {
-            return TokenSinkResult::Continue;
-        };
-        if tag.kind != StartTag {
-            return TokenSinkResult::Continue;
-        }
-        // Without a tree builder the tokenizer must be told where markup
-        // stops: `<img>` inside a script's string is not an image.
-        let name: &str = &tag.name;
-        match name {
-            "script" => return TokenSinkResult::RawData(RawKind::ScriptData),
-            "style" | "xmp" | "iframe" | "noembed" | "noframes" => {
-                return TokenSinkResult::RawData(RawKind::Rawtext);
-            }
-            "textarea" | "title" => return TokenSinkResult::RawData(RawKind::Rcdata),
-            "plaintext" => return TokenSinkResult::Plaintext,
-            _ => {}
-        }
-        self.state.borrow_mut().tag(name, &tag);
-        TokenSinkResult::Continue
-    }
-}
-
 impl State<'_> {
-    fn tag(&mut self, name: &str, tag: &Tag) {
-        match name {
-            "img" | "source" | "link" => {
-                for attr in &tag.attrs {
-                    let value: &str = &attr.value;
-                    match &*attr.name.local {
-                        "src" | "href" => self.candidate(value),
-                        "srcset" | "imagesrcset" => {
-                            for url in srcset_urls(value) {
-                                self.candidate(url);
-                            }
-                        }
-                        _ => {}
-                    }
+    fn image_element(&mut self, el: &Element<'_, '_>) {
+        for name in ["src", "href"] {
+            if let Some(value) = el.get_attribute(name) {
+                self.candidate(&decode(&value));
+            }
+        }
+        for name in ["srcset", "imagesrcset"] {
+            if let Some(value) = el.get_attribute(name) {
+                for url in srcset_urls(&decode(&value)) {
+                    self.candidate(url);
                 }
             }
-            "a" if self.want_links => {
-                if let Some(href) = attr(tag, "href")
-                    && let Ok(mut url) = self.base.join(href.trim())
-                    && self.site.is_site(&url)
-                {
-                    url.set_fragment(None);
-                    self.out.links.push(url);
-                }
-            }
-            "base" => {
-                if let Some(href) = attr(tag, "href")
-                    && let Ok(url) = self.base.join(href.trim())
-                {
-                    self.base = url;
-                }
-            }
-            _ => {}
+        }
+    }
+
+    fn link_element(&mut self, el: &Element<'_, '_>) {
+        if let Some(href) = el.get_attribute("href")
+            && let Ok(mut url) = self.base.join(decode(&href).trim())
+            && self.site.is_site(&url)
+        {
+            url.set_fragment(None);
+            self.out.links.push(url);
+        }
+    }
+
+    fn base_element(&mut self, el: &Element<'_, '_>) {
+        if let Some(href) = el.get_attribute("href")
+            && let Ok(url) = self.base.join(decode(&href).trim())
+        {
+            self.base_is_ours = self.site.is_ours(&url);
+            self.base = url;
         }
     }
 
     fn candidate(&mut self, url: &str) {
-        if let Some(src) = optimizer_source(url, &self.base, self.site) {
+        if let Some(src) = source_of(url, &self.base, self.base_is_ours, self.site) {
             self.out.sources.push(src);
         }
     }
 }
 
-fn attr<'t>(tag: &'t Tag, name: &str) -> Option<&'t str> {
-    tag.attrs
-        .iter()
-        .find(|a| &*a.name.local == name)
-        .map(|a| &*a.value)
+/// An attribute value with its character references decoded, as the HTML
+/// tokenizer decodes them in attributes (`&amp;`, `&#38;`, and the legacy
+/// named ones without `;` unless a letter, digit or `=` follows).
+fn decode(value: &str) -> Cow<'_, str> {
+    if !value.contains('&') {
+        Cow::Borrowed(value)
+    } else if let Some(plain) = amp_only(value) {
+        Cow::Owned(plain)
+    } else {
+        htmlize::unescape_attribute(value)
+    }
+}
+
+/// `value` with each `&amp;` made `&`, when that is the only reference in
+/// it (what frameworks write between query parameters): the common case,
+/// without the entity table.
+fn amp_only(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = String::with_capacity(value.len());
+    let mut from = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'&' {
+            if !bytes[i..].starts_with(b"&amp;") {
+                return None;
+            }
+            out.push_str(&value[from..=i]);
+            i += 5;
+            from = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&value[from..]);
+    Some(out)
 }
 
 /// The source an image optimizer URL carries: its `url` parameter,
 /// percent-decoded once (as the optimizer reads it). `None` for any other
 /// URL, an optimizer off the site, or a `url` the optimizer would refuse.
 pub fn optimizer_source(candidate: &str, base: &Url, site: &Site) -> Option<String> {
+    source_of(candidate, base, site.is_ours(base), site)
+}
+
+/// [`optimizer_source`], told whether `base` is ours.
+fn source_of(candidate: &str, base: &Url, base_is_ours: bool, site: &Site) -> Option<String> {
     let candidate = candidate.trim();
     // Cheap test first: most `src` attributes are not the optimizer.
     if !OPTIMIZER_PATHS.iter().any(|p| candidate.contains(p)) {
         return None;
     }
-    let url = base.join(candidate).ok()?;
-    if !OPTIMIZER_PATHS.contains(&url.path()) || !site.is_ours(&url) {
-        return None;
-    }
-    let (_, src) =
-        url::form_urlencoded::parse(url.query()?.as_bytes()).find(|(k, _)| k == "url")?;
+    let query: Cow<'_, str> = match plain_optimizer_query(candidate) {
+        Some(query) if base_is_ours => Cow::Borrowed(query),
+        _ => {
+            let url = base.join(candidate).ok()?;
+            if !OPTIMIZER_PATHS.contains(&url.path()) || !site.is_ours(&url) {
+                return None;
+            }
+            Cow::Owned(url.query()?.to_owned())
+        }
+    };
+    let src = url_parameter(&query)?;
     let usable = if src.starts_with('/') {
         !src.starts_with("//")
     } else {
@@ -161,22 +280,57 @@ pub fn optimizer_source(candidate: &str, base: &Url, site: &Site) -> Option<Stri
     (usable && src.len() <= MAX_SOURCE_LEN).then(|| src.into_owned())
 }
 
+/// The first `url` parameter of a query, form-decoded (`+` and
+/// percent-encoding), as `form_urlencoded::parse` would find it, but
+/// decoding no other parameter.
+fn url_parameter(query: &str) -> Option<Cow<'_, str>> {
+    query.split('&').find_map(|pair| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if key != "url" && !key.contains(['%', '+']) {
+            return None;
+        }
+        let (k, v) = url::form_urlencoded::parse(pair.as_bytes()).next()?;
+        (k == "url").then_some(v)
+    })
+}
+
+/// The query of a path-absolute optimizer URL written plainly (what
+/// frameworks write: `/_next/image?url=..`), read without building a
+/// [`Url`]: the same bytes the URL parser would give `form_urlencoded`,
+/// up to percent-encoding that the decoding undoes. `None` when the
+/// parser might change it (control characters, which it strips, or a
+/// path it would normalize), for the caller to join it in full.
+fn plain_optimizer_query(candidate: &str) -> Option<&str> {
+    if candidate.bytes().any(|b| b < 0x20) {
+        return None;
+    }
+    let rest = OPTIMIZER_PATHS
+        .iter()
+        .find_map(|p| candidate.strip_prefix(p)?.strip_prefix('?'))?;
+    Some(rest.split_once('#').map_or(rest, |(query, _)| query))
+}
+
 /// The URLs of a `srcset` (image candidate strings), without their
 /// descriptors, by the HTML standard's parsing rules: a URL runs to the
 /// next whitespace, and may itself hold commas.
 pub fn srcset_urls(srcset: &str) -> Vec<&str> {
+    // Every delimiter is ASCII, so byte positions are char boundaries.
+    let b = srcset.as_bytes();
+    let space = |i: usize| b[i].is_ascii_whitespace();
     let mut out = Vec::new();
-    let mut rest = srcset;
+    let mut i = 0;
     loop {
-        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == ',');
-        if rest.is_empty() {
+        while i < b.len() && (space(i) || b[i] == b',') {
+            i += 1;
+        }
+        if i == b.len() {
             return out;
         }
-        let end = rest
-            .find(|c: char| c.is_ascii_whitespace())
-            .unwrap_or(rest.len());
-        let url = &rest[..end];
-        rest = &rest[end..];
+        let start = i;
+        while i < b.len() && !space(i) {
+            i += 1;
+        }
+        let url = &srcset[start..i];
         if url.ends_with(',') {
             // No descriptors: the comma ends the candidate.
             out.push(url.trim_end_matches(','));
@@ -185,19 +339,15 @@ pub fn srcset_urls(srcset: &str) -> Vec<&str> {
         out.push(url);
         // Skip the descriptors up to the next comma outside parentheses.
         let mut depth = 0usize;
-        let mut cut = rest.len();
-        for (i, c) in rest.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth = depth.saturating_sub(1),
-                ',' if depth == 0 => {
-                    cut = i + 1;
-                    break;
-                }
+        while i < b.len() {
+            i += 1;
+            match b[i - 1] {
+                b'(' => depth += 1,
+                b')' => depth = depth.saturating_sub(1),
+                b',' if depth == 0 => break,
                 _ => {}
             }
         }
-        rest = &rest[cut..];
     }
 }
 
@@ -216,8 +366,12 @@ mod tests {
         Url::parse("https://www.example.com/blog/post").unwrap()
     }
 
+    fn read(html: &str, links: bool) -> PageScan {
+        scan(html.as_bytes(), &page(), &site(), links).expect("a page within the limits")
+    }
+
     fn sources(html: &str) -> Vec<String> {
-        scan(html, &page(), &site(), true).sources
+        read(html, true).sources
     }
 
     #[test]
@@ -281,7 +435,7 @@ mod tests {
             <div data-src="/_next/image?url=%2Fdata.png"></div>
             <a href="/_next/image?url=%2Fanchor.png">x</a>
             <img src="/_next/image?url=%2Freal.png">"#;
-        let scan = scan(html, &page(), &site(), true);
+        let scan = read(html, true);
         assert_eq!(scan.sources, ["/real.png"]);
     }
 
@@ -290,11 +444,7 @@ mod tests {
         let html = r##"<base href="/docs/"><a href="intro#top">1</a><a href="https://www.example.com/b">2</a>
             <a href="https://elsewhere.com/c">3</a><a href="mailto:x@example.com">4</a>
             <a href="https://app.vercel.app/d">origin, not the site</a>"##;
-        let links: Vec<String> = scan(html, &page(), &site(), true)
-            .links
-            .iter()
-            .map(Url::to_string)
-            .collect();
+        let links: Vec<String> = read(html, true).links.iter().map(Url::to_string).collect();
         assert_eq!(
             links,
             [
@@ -302,6 +452,133 @@ mod tests {
                 "https://www.example.com/b"
             ]
         );
-        assert!(scan(html, &page(), &site(), false).links.is_empty());
+        assert!(read(html, false).links.is_empty());
+    }
+
+    #[test]
+    fn legacy_entities_are_decoded_as_in_an_attribute() {
+        // A legacy name without `;` before a letter, digit or `=` is not a
+        // reference in an attribute (`&ampurl`, `&copy=`): it stays text.
+        let html = r#"<img src="/_next/image?w=1&ampurl=%2Fnot.png&amp;url=%2Fa.png">
+            <img src="/_next/image?copy=1&copy=2&url=%2Fb.png">
+            <img src="/_next/image?url=%2F&lt;c&gt;.png">"#;
+        assert_eq!(sources(html), ["/a.png", "/b.png", "/<c>.png"]);
+    }
+
+    #[test]
+    fn noscript_content_is_read_as_markup_once() {
+        // Older `next/image` puts its only real URLs inside `<noscript>`.
+        let html = r#"<img src="data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7">
+            <noscript><img srcSet="/_next/image?url=%2Fns.png&amp;w=640 1x" src="/_next/image?url=%2Fns2.png&amp;w=640"/><a href="/from-noscript">x</a></noscript>
+            <script>'<noscript><img src="/_next/image?url=%2Fscript.png"></noscript>'</script>
+            <img src="/_next/image?url=%2Fafter.png">"#;
+        let scan = read(html, true);
+        assert_eq!(scan.sources, ["/ns2.png", "/ns.png", "/after.png"]);
+        assert_eq!(
+            scan.links.iter().map(Url::as_str).collect::<Vec<_>>(),
+            ["https://www.example.com/from-noscript"]
+        );
+    }
+
+    #[test]
+    fn tag_and_attribute_names_are_read_in_any_case() {
+        let html = r#"<IMG SRC="/_next/image?url=%2Fa.png"><Source SrcSet="/_next/image?url=%2Fb.png 1x">
+            <LINK rel="preload" as="image" ImageSrcSet="/_next/image?url=%2Fc.png 1x"><A HREF="/d">d</A>"#;
+        let scan = read(html, true);
+        assert_eq!(scan.sources, ["/a.png", "/b.png", "/c.png"]);
+        assert_eq!(
+            scan.links.iter().map(Url::as_str).collect::<Vec<_>>(),
+            ["https://www.example.com/d"]
+        );
+    }
+
+    #[test]
+    fn an_optimizer_url_is_read_the_same_with_or_without_building_a_url() {
+        let base = page();
+        let site = site();
+        let joined = |c: &str| source_of(c, &base, false, &site);
+        for candidate in [
+            "/_next/image?url=%2Fa%20b.png&w=1",
+            "/_next/image?url=/raw space/ü.png&w=1#frag",
+            "/_vercel/image?w=1&url=https%3A%2F%2Fcdn.example.net%2Fx.jpg%3Fv%3D2",
+            "/_next/image?url=%2Fa+b%27c%22.png",
+            "/_next/image?url=%zz.png",
+            "/_next/image?url=",
+            "/_next/image?url=%2F%2Fx.png",
+            "/_next/image?url=/a\\b.png",
+            "/_next/image?url=%2Fa.png\t",
+            "/_next/image?url=/a\n.png",
+            "/_next/image?%75rl=%2Fencoded-key.png",
+            "/_next/image?u+rl=%2Fnot.png&url=%2Fplus.png&url=%2Fsecond.png",
+            "/_next/image?&&url&url=%2Fempty-first.png",
+        ] {
+            assert_eq!(
+                optimizer_source(candidate, &base, &site),
+                joined(candidate),
+                "{candidate:?}"
+            );
+        }
+        // With a `<base>` off the site, a path-absolute URL is off it too.
+        let html = r#"<base href="https://elsewhere.com/"><img src="/_next/image?url=%2Fa.png">"#;
+        assert!(sources(html).is_empty());
+    }
+
+    #[test]
+    fn the_url_parameter_is_the_one_form_urlencoded_finds_first() {
+        for query in [
+            "url=%2Fa.png&w=1",
+            "w=1&url=%2Fa+b.png&url=%2Fsecond.png",
+            "%75rl=%2Fencoded-key.png",
+            "u+rl=x&url=%2Fplus.png",
+            "&&url&url=%2Fempty-first.png",
+            "urlx=1&xurl=2",
+            "url==%3D.png",
+            "",
+        ] {
+            let expected = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "url")
+                .map(|(_, v)| v);
+            assert_eq!(url_parameter(query), expected, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn entities_decode_the_same_by_the_short_way() {
+        for value in [
+            "a&amp;b&amp;c",
+            "a&amp;b&lt;c",
+            "a&ampb",
+            "&amp;",
+            "&",
+            "a&amp",
+        ] {
+            assert_eq!(
+                decode(value),
+                htmlize::unescape_attribute(value),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_over_the_tokenizers_memory_limit_is_an_error_naming_it() {
+        // A tag left open at the end is buffered whole.
+        let mut html = String::from(r#"<img src="/_next/image?url=%2Fa.png"><img alt=""#);
+        html.push_str(&"x".repeat(MAX_PARSER_MEMORY + 1));
+        let err = scan(html.as_bytes(), &page(), &site(), true).unwrap_err();
+        assert_eq!(err.url, page());
+        let message = err.to_string();
+        assert!(
+            message.starts_with("https://www.example.com/blog/post: page not read: over the HTML tokenizer's memory limit"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_do_not_stop_the_page() {
+        let mut html = b"<p>\xff\xfe</p><img src=\"/_next/image?url=%2Fa\xff.png\">".to_vec();
+        html.extend_from_slice(br#"<img src="/_next/image?url=%2Fb.png">"#);
+        let scan = scan(&html, &page(), &site(), true).unwrap();
+        assert_eq!(scan.sources, ["/a\u{fffd}.png", "/b.png"]);
     }
 }

@@ -380,6 +380,8 @@ enum JobError {
     SitemapMissing { url: Url, status: &'static str },
     #[error("{url}: {cause}")]
     Body { url: Url, cause: sitemap::BodyError },
+    #[error(transparent)]
+    Page(#[from] html::ScanError),
 }
 
 impl Job {
@@ -440,9 +442,10 @@ impl Job {
                     // on every worker while this one keeps the requests going.
                     let site = site.clone();
                     let parsed = tokio::spawn(async move {
-                        let text = String::from_utf8_lossy(&body);
-                        let scan = html::scan(&text, &url, &site, links);
-                        Done::Page { url, scan }
+                        match html::scan(&body, &url, &site, links) {
+                            Ok(scan) => Done::Page { url, scan },
+                            Err(e) => Done::Failed(e.into()),
+                        }
                     });
                     parsed
                         .await
