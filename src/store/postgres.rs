@@ -107,8 +107,9 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How long a query is retried while the database cannot be reached.
 pub const RETRY_FOR: Duration = Duration::from_secs(60);
-/// Connections in the pool: a pass has at most one write in flight, plus
-/// the ledger and the readers.
+/// Connections in the pool: a pass has two row writes in flight while it
+/// probes, then up to four calls being recorded (`src/pass.rs`); readers
+/// and the health check take one when it is free (within 30 s and 5 s).
 const POOL_SIZE: usize = 4;
 
 const SOURCE_COLUMNS: &str = "src, probe, referenced, unreferenced_since, first_seen, seen_in, \
