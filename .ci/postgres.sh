@@ -19,9 +19,13 @@ password="ow-test-password"
 
 log() { printf '%s\n' "$*" >&2; }
 
+# Where the distribution puts each version's initdb and pg_ctl (they are
+# not on PATH on Debian and Ubuntu).
+pg_lib="${ORIGIN_WATCH_PG_LIB:-/usr/lib/postgresql}"
+
 pg_bin() {
     local found
-    found="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+    found="$(ls -d "$pg_lib"/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
     if [[ -n "$found" && -x "$found/pg_ctl" ]]; then
         printf '%s\n' "$found"
     fi
@@ -36,19 +40,39 @@ as_user() {
     fi
 }
 
+# Installs the distribution's PostgreSQL (Debian/Ubuntu: apt-get), as root
+# or through a password-less sudo. The package's own cluster is not used.
+install_postgres() {
+    local sudo=()
+    if [[ "$(id -u)" -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo=(sudo -n)
+        else
+            log "postgres.sh: PostgreSQL is not installed ($pg_lib/<version>/bin/pg_ctl), this is not root, and sudo -n is not available; install the distribution's postgresql package"
+            exit 1
+        fi
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "postgres.sh: PostgreSQL is not installed and there is no apt-get; install PostgreSQL (initdb, pg_ctl) under $pg_lib/<version>/bin or set ORIGIN_WATCH_PG_LIB"
+        exit 1
+    fi
+    log "postgres.sh: installing PostgreSQL from the distribution's packages"
+    # No questions (tzdata and the like) on a machine with no terminal.
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends postgresql >&2
+}
+
 start() {
     local bin
     bin="$(pg_bin)"
     if [[ -z "$bin" ]]; then
-        if [[ "$(id -u)" -ne 0 ]]; then
-            log "postgres.sh: PostgreSQL is not installed and this is not root"
+        install_postgres
+        bin="$(pg_bin)"
+        if [[ -z "$bin" ]]; then
+            log "postgres.sh: PostgreSQL was installed but no $pg_lib/<version>/bin/pg_ctl was found"
             exit 1
         fi
-        log "postgres.sh: installing PostgreSQL from the distribution's packages"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq >&2
-        apt-get install -y -qq --no-install-recommends postgresql >&2
-        bin="$(pg_bin)"
     fi
     if [[ "$(id -u)" -eq 0 ]] && ! id "$user" >/dev/null 2>&1; then
         useradd --system --no-create-home "$user"
@@ -57,6 +81,12 @@ start() {
     mkdir -p "$dir/data" "$dir/sock"
     if [[ "$(id -u)" -eq 0 ]]; then
         chown -R "$user" "$dir"
+        # initdb refuses root, so the cluster runs as $user, who must reach
+        # the folder (not, say, under a 0700 home).
+        if ! runuser -u "$user" -- test -w "$dir/data"; then
+            log "postgres.sh: $user cannot write $dir/data (a parent folder is closed to it); use a folder under /tmp"
+            exit 1
+        fi
     fi
     printf '%s\n' "$password" >"$dir/pwfile"
     [[ "$(id -u)" -eq 0 ]] && chown "$user" "$dir/pwfile"

@@ -824,8 +824,75 @@ fn shutdown_withheld(reason: &str) -> String {
     format!("{reason}; shutting down, no new purge calls")
 }
 
+/// API calls whose ledger rows (with their effects) are being written.
+/// Each is recorded as soon as it is answered, in a transaction of its own,
+/// while the next call is made: a shared database's commit waits for its
+/// flush to disk, and these overlap the calls (and share flushes) instead
+/// of adding up. At most [`RECORDS_IN_FLIGHT`]; every one is settled before
+/// the pass writes anything else, and their sources never overlap (a
+/// source is in one call per pass).
+#[derive(Default)]
+struct Recording {
+    in_flight: std::collections::VecDeque<JoinHandle<Result<(), StoreError>>>,
+}
+
+/// Calls being recorded at once (see [`Recording`]).
+const RECORDS_IN_FLIGHT: usize = 4;
+
+impl Recording {
+    async fn record(
+        &mut self,
+        ctx: &PassContext,
+        entry: LedgerEntry,
+        effects: Vec<(String, RowWrite)>,
+        sources: &[Arc<str>],
+        first_error: &mut Option<StoreError>,
+    ) {
+        while self.in_flight.len() >= RECORDS_IN_FLIGHT {
+            self.settle_oldest(ctx, first_error).await;
+        }
+        let store = ctx.store.clone();
+        let (project, sources) = (entry.project.clone(), sources.to_vec());
+        self.in_flight.push_back(tokio::spawn(async move {
+            let recorded = store.record_call(entry, effects).await;
+            if let Err(e) = &recorded {
+                tracing::error!(
+                    project = %project,
+                    sources = ?sources,
+                    store = %store.describe(),
+                    error = %e,
+                    "a call was made but could not be recorded; its sources may be called again next pass"
+                );
+            }
+            recorded
+        }));
+    }
+
+    async fn settle_oldest(&mut self, ctx: &PassContext, first_error: &mut Option<StoreError>) {
+        if let Some(h) = self.in_flight.pop_front() {
+            let recorded = h.await.unwrap_or_else(|e| {
+                Err(StoreError::Query {
+                    path: ctx.store.describe().into(),
+                    what: "record an API call",
+                    cause: Box::new(e),
+                })
+            });
+            if let Err(e) = recorded {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Waits for every call being recorded.
+    async fn settle(&mut self, ctx: &PassContext, first_error: &mut Option<StoreError>) {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest(ctx, first_error).await;
+        }
+    }
+}
+
 /// Makes every allowed call, planned across watches, recording each in the
-/// ledger (with its effect) as soon as it is answered.
+/// ledger (with its effect) as soon as it is answered (see [`Recording`]).
 async fn call(
     ctx: &PassContext,
     works: &mut [Work],
@@ -874,6 +941,7 @@ async fn call(
     // Calls per target that got no answer in this pass (a hanging API).
     let mut unanswered: std::collections::HashMap<PurgeTarget, u32> = Default::default();
     let mut first_error = None;
+    let mut recording = Recording::default();
     for batch in plan::plan(wanted) {
         let sent = match stopped.why(&batch.target) {
             Some(why) => Err(PurgeError::NotSent(why.to_owned())),
@@ -930,16 +998,9 @@ async fn call(
                         error: sent.outcome.as_ref().err().map(|e| e.to_string()),
                         attempts: sent.calls,
                     };
-                    if let Err(e) = ctx.store.record_call(entry, effects).await {
-                        tracing::error!(
-                            project = %batch.target.project,
-                            sources = ?batch.sources,
-                            store = %ctx.store.describe(),
-                            error = %e,
-                            "a call was made but could not be recorded; its sources may be called again next pass"
-                        );
-                        first_error.get_or_insert(e);
-                    }
+                    recording
+                        .record(ctx, entry, effects, &batch.sources, &mut first_error)
+                        .await;
                 }
                 let calls = sent.calls;
                 // Counted once per watch per call.
@@ -970,6 +1031,7 @@ async fn call(
             });
         }
     }
+    recording.settle(ctx, &mut first_error).await;
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),

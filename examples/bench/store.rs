@@ -11,9 +11,12 @@
 //! new) and of a steady pass (nothing changes), start-up (opening the store
 //! and loading the inventory), the time spent writing in a pass where 1% of
 //! the sources change (they go 404), the store file's size, peak RSS, and
-//! the same kind of writes made by the store alone (`1% alone s`: another
-//! 1% of rows, then their ledger transactions of 8, with no probe or API
-//! call sharing the time, which the in-pass figure cannot separate).
+//! of the first pass: the time spent writing (summed over the batches and
+//! calls, which overlap the probes and each other) and the span of its API
+//! calls (from the first call's record to the last's: the purge phase); and
+//! the same kind of writes as the 1% pass made by the store alone (`1% alone
+//! s`: another 1% of rows, then their ledger transactions of 8, with no probe
+//! or API call sharing the time, which the in-pass figure cannot separate).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,7 +55,7 @@ pub fn compare(args: &[String]) {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>9} {:>8} {:>10} {:>10} {:>6} {:>10} {:>9} {:>10} {:>10} {:>8} {:>9} {:>11}",
+        "{:>9} {:>8} {:>10} {:>10} {:>6} {:>10} {:>9} {:>10} {:>10} {:>8} {:>9} {:>10} {:>11} {:>11}",
         "sources",
         "store",
         "1st pass/s",
@@ -64,6 +67,8 @@ pub fn compare(args: &[String]) {
         "1% pass/s",
         "file MB",
         "peak MB",
+        "1st write s",
+        "1st calls s",
         "1% alone s"
     );
     let pg = arg_value(args, "--pg")
@@ -101,7 +106,7 @@ pub fn compare(args: &[String]) {
                 baseline = f[1];
             }
             println!(
-                "{:>9} {:>8} {:>10.0} {:>10.0} {:>6.2} {:>10.2} {:>9.2} {:>10.3} {:>10.0} {:>8.1} {:>9.1} {:>11.3}",
+                "{:>9} {:>8} {:>10.0} {:>10.0} {:>6.2} {:>10.2} {:>9.2} {:>10.3} {:>10.0} {:>8.1} {:>9.1} {:>10.3} {:>11.3} {:>11.3}",
                 n,
                 kind,
                 f[0],
@@ -113,7 +118,9 @@ pub fn compare(args: &[String]) {
                 f[5],
                 f[6],
                 f[7],
-                f[8]
+                f[8],
+                f[9],
+                f[10]
             );
             by_kind.insert(kind, f);
         }
@@ -232,6 +239,9 @@ struct Timed {
     inner: Arc<dyn Store>,
     load: Mutex<Duration>,
     write: Mutex<Duration>,
+    /// From the start of the first `record_call` to the end of the last:
+    /// the API calls of the pass and their records (one transaction each).
+    calls: Mutex<Option<(Instant, Instant)>>,
 }
 
 #[async_trait::async_trait]
@@ -270,8 +280,12 @@ impl Store for Timed {
         e: Vec<(String, RowWrite)>,
     ) -> Result<(), StoreError> {
         let t = Instant::now();
+        self.calls.lock().unwrap().get_or_insert((t, t));
         let r = self.inner.record_call(c, e).await;
         *self.write.lock().unwrap() += t.elapsed();
+        if let Some((_, end)) = self.calls.lock().unwrap().as_mut() {
+            *end = Instant::now();
+        }
         r
     }
     async fn pass_done(&self, w: &str, at: Millis) -> Result<(), StoreError> {
@@ -324,6 +338,10 @@ impl Timed {
             std::mem::take(&mut *self.write.lock().unwrap()),
         )
     }
+
+    fn calls(&self) -> Duration {
+        std::mem::take(&mut *self.calls.lock().unwrap()).map_or(Duration::ZERO, |(a, b)| b - a)
+    }
 }
 
 /// One size with one store, in this (child) process. Prints: first pass
@@ -366,7 +384,7 @@ pub fn child(n: usize, kind: &str) {
             } else {
                 Arc::new(NullStore)
             };
-            (Arc::new(Timed { inner, load: Mutex::default(), write: Mutex::default() }), t.elapsed())
+            (Arc::new(Timed { inner, load: Mutex::default(), write: Mutex::default(), calls: Mutex::default() }), t.elapsed())
         };
         let cancel = CancellationToken::new();
         let pass = |timed: Arc<Timed>| {
@@ -389,6 +407,8 @@ pub fn child(n: usize, kind: &str) {
         // 1: first sight (every row new; the 5% gone purged).
         let (timed, _) = open().await;
         let first = pass(timed.clone()).await;
+        let (_, first_write) = timed.take();
+        let first_calls = timed.calls();
         drop(timed);
         // 2: a steady pass, on a store opened afresh as a `once` would.
         let (timed, open_s) = open().await;
@@ -496,12 +516,14 @@ pub fn child(n: usize, kind: &str) {
                 .expect("drop schema");
         }
         println!(
-            "{first:.0} {steady:.0} {:.3} {:.3} {:.3} {changed:.0} {file_mb:.1} {:.1} {:.3}",
+            "{first:.0} {steady:.0} {:.3} {:.3} {:.3} {changed:.0} {file_mb:.1} {:.1} {:.3} {:.3} {:.3}",
             (open_s + load).as_secs_f64(),
             load.as_secs_f64(),
             write.as_secs_f64(),
             peak_rss_mb(),
-            store_alone.as_secs_f64()
+            first_write.as_secs_f64(),
+            first_calls.as_secs_f64(),
+            store_alone.as_secs_f64(),
         );
     });
     runtime.block_on(task).expect("bench task");

@@ -107,8 +107,9 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How long a query is retried while the database cannot be reached.
 pub const RETRY_FOR: Duration = Duration::from_secs(60);
-/// Connections in the pool: a pass has at most one write in flight, plus
-/// the ledger and the readers.
+/// Connections in the pool: a pass has two row writes in flight while it
+/// probes, then up to four calls being recorded (`src/pass.rs`); readers
+/// and the health check take one when it is free (within 30 s and 5 s).
 const POOL_SIZE: usize = 4;
 
 const SOURCE_COLUMNS: &str = "src, probe, referenced, unreferenced_since, first_seen, seen_in, \
@@ -749,9 +750,32 @@ impl Columns {
     }
 }
 
-/// The upsert of a batch: the stored validators and the candidate are
-/// replaced only when the write carries them (`set_v`, `set_c`).
-fn upsert_sql(set_v: bool, set_c: bool) -> String {
+/// The columns of `sources` an upsert writes, in [`Columns::params`] order.
+const UPSERT_COLUMNS: &str = "watch, src, probe, referenced, unreferenced_since, first_seen, \
+     seen_in, last_verdict, last_status, last_decision, gone_streak, gone_since, last_gone, \
+     gone_status, purged_at, etag, last_modified, content_length, cand_etag, \
+     cand_last_modified, cand_length, cand_streak";
+
+/// The array type of each of [`Columns::params`].
+const UPSERT_TYPES: [&str; 22] = [
+    "text", "text", "text", "bool", "int8", "int8", "text", "text", "int8", "text", "int8", "int8",
+    "int8", "int8", "int8", "text", "text", "int8", "text", "text", "int8", "int8",
+];
+
+/// `$n::type[], ...` for the parameters from `$first` on.
+fn unnest_args(first: usize, types: &[&str]) -> String {
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The upsert of one group of rows, its arrays from `$first` on: the
+/// stored validators and the candidate are replaced only when the writes
+/// carry them (`set_v`, `set_c`).
+fn upsert_sql(first: usize, set_v: bool, set_c: bool) -> String {
     let keep = |set: bool, col: &str| {
         if set {
             format!("{col} = excluded.{col}")
@@ -760,14 +784,7 @@ fn upsert_sql(set_v: bool, set_c: bool) -> String {
         }
     };
     format!(
-        "INSERT INTO sources (watch, src, probe, referenced, unreferenced_since, first_seen, \
-         seen_in, last_verdict, last_status, last_decision, gone_streak, gone_since, last_gone, \
-         gone_status, purged_at, etag, last_modified, content_length, cand_etag, \
-         cand_last_modified, cand_length, cand_streak) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[], \
-         $6::int8[], $7::text[], $8::text[], $9::int8[], $10::text[], $11::int8[], $12::int8[], \
-         $13::int8[], $14::int8[], $15::int8[], $16::text[], $17::text[], $18::int8[], \
-         $19::text[], $20::text[], $21::int8[], $22::int8[]) \
+        "INSERT INTO sources ({UPSERT_COLUMNS}) SELECT * FROM UNNEST({}) \
          ON CONFLICT (watch, src) DO UPDATE SET probe = excluded.probe, \
          referenced = excluded.referenced, unreferenced_since = excluded.unreferenced_since, \
          seen_in = COALESCE(sources.seen_in, excluded.seen_in), \
@@ -776,6 +793,7 @@ fn upsert_sql(set_v: bool, set_c: bool) -> String {
          gone_since = excluded.gone_since, last_gone = excluded.last_gone, \
          gone_status = excluded.gone_status, purged_at = excluded.purged_at, \
          {}, {}, {}, {}, {}, {}, cand_streak = excluded.cand_streak",
+        unnest_args(first, &UPSERT_TYPES),
         keep(set_v, "etag"),
         keep(set_v, "last_modified"),
         keep(set_v, "content_length"),
@@ -785,13 +803,10 @@ fn upsert_sql(set_v: bool, set_c: bool) -> String {
     )
 }
 
-/// Writes `rows` in as few statements as their kinds allow. A (watch, src)
-/// written twice keeps its last write (one statement may not touch a row
-/// twice).
-async fn upsert_all(
-    tx: &deadpool_postgres::Transaction<'_>,
-    rows: &[(String, RowWrite)],
-) -> PgResult<()> {
+/// Rows of `sources` split by which of their text columns they replace
+/// (one `UNNEST` upsert each). A (watch, src) written twice keeps its last
+/// write: one statement may not touch a row twice.
+fn upsert_groups(rows: &[(String, RowWrite)]) -> [Columns; 4] {
     let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(rows.len());
     for (i, (watch, w)) in rows.iter().enumerate() {
         last.insert((watch.as_str(), &*w.src), i);
@@ -804,44 +819,133 @@ async fn upsert_all(
         let g = usize::from(w.validators.is_some()) * 2 + usize::from(w.candidate.is_some());
         groups[g].push(watch, w);
     }
-    for (g, cols) in groups.iter().enumerate() {
-        if cols.src.is_empty() {
-            continue;
-        }
-        let sql = upsert_sql(g >= 2, g % 2 == 1);
-        let stmt = tx.prepare_cached(&sql).await?;
-        tx.execute(&stmt, &cols.params()).await?;
-    }
-    Ok(())
+    groups
 }
 
-async fn insert_history(
-    tx: &deadpool_postgres::Transaction<'_>,
-    watch: &str,
-    history: &[HistoryRow],
-) -> PgResult<()> {
-    if history.is_empty() {
-        return Ok(());
+/// History rows as column arrays, for one `UNNEST` insert.
+struct HistoryColumns<'a> {
+    watch: &'a str,
+    src: Vec<&'a str>,
+    at: Vec<i64>,
+    decision: Vec<&'static str>,
+    status: Vec<Option<i64>>,
+    reason: Vec<&'a str>,
+}
+
+impl<'a> HistoryColumns<'a> {
+    fn new(watch: &'a str, history: &'a [HistoryRow]) -> Self {
+        HistoryColumns {
+            watch,
+            src: history.iter().map(|h| &*h.src).collect(),
+            at: history.iter().map(|h| h.at).collect(),
+            decision: history.iter().map(|h| h.decision.as_str()).collect(),
+            status: history.iter().map(|h| h.status.map(i64::from)).collect(),
+            reason: history.iter().map(|h| h.reason.as_str()).collect(),
+        }
     }
-    let srcs: Vec<&str> = history.iter().map(|h| &*h.src).collect();
-    let ats: Vec<i64> = history.iter().map(|h| h.at).collect();
-    let decisions: Vec<&str> = history.iter().map(|h| h.decision.as_str()).collect();
-    let statuses: Vec<Option<i64>> = history.iter().map(|h| h.status.map(i64::from)).collect();
-    let reasons: Vec<&str> = history.iter().map(|h| h.reason.as_str()).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO history (watch, src, at, decision, status, reason)
-             SELECT $1, u.src, u.at, u.decision, u.status, u.reason
-             FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::int8[], $6::text[])
-             WITH ORDINALITY AS u(src, at, decision, status, reason, n) ORDER BY u.n",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[&watch, &srcs, &ats, &decisions, &statuses, &reasons],
-    )
-    .await?;
-    Ok(())
+}
+
+/// An API call's ledger row, as parameters.
+struct LedgerParams {
+    endpoint: &'static str,
+    src_images_json: String,
+    status: Option<i64>,
+    attempts: i64,
+}
+
+/// One statement that writes a pass's chunk or an API call with its
+/// effects: a data-modifying `WITH` per part (the ledger row and its
+/// sources, each group of upserts, the history rows). One statement is one
+/// transaction, all or nothing, and one round trip to the server.
+#[derive(Default)]
+struct OneStatement<'a> {
+    parts: Vec<String>,
+    params: Vec<&'a (dyn ToSql + Sync)>,
+}
+
+impl<'a> OneStatement<'a> {
+    fn next(&self) -> usize {
+        self.params.len() + 1
+    }
+
+    fn ledger(&mut self, call: &'a LedgerEntry, l: &'a LedgerParams) {
+        let n = self.next();
+        self.parts.push(format!(
+            "l AS (INSERT INTO ledger (at, endpoint, project, team_id, slug, src_images, status, \
+             vercel_id, error, attempts) VALUES (${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}) \
+             RETURNING id), \
+             ls AS (INSERT INTO ledger_sources (ledger_id, src) \
+             SELECT l.id, s FROM l, UNNEST(${}::text[]) AS s)",
+            n,
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7,
+            n + 8,
+            n + 9,
+            n + 10,
+        ));
+        self.params.extend([
+            &call.at as &(dyn ToSql + Sync),
+            &l.endpoint,
+            &call.project,
+            &call.team_id,
+            &call.slug,
+            &l.src_images_json,
+            &l.status,
+            &call.vercel_id,
+            &call.error,
+            &l.attempts,
+            &call.src_images,
+        ]);
+    }
+
+    fn upserts(&mut self, groups: &'a [Columns; 4]) {
+        for (g, cols) in groups.iter().enumerate() {
+            if cols.src.is_empty() {
+                continue;
+            }
+            let sql = upsert_sql(self.next(), g >= 2, g % 2 == 1);
+            self.parts.push(format!("u{g} AS ({sql})"));
+            self.params.extend(cols.params());
+        }
+    }
+
+    fn history(&mut self, h: &'a HistoryColumns<'a>) {
+        if h.src.is_empty() {
+            return;
+        }
+        let n = self.next();
+        self.parts.push(format!(
+            "h AS (INSERT INTO history (watch, src, at, decision, status, reason) \
+             SELECT ${n}, u.src, u.at, u.decision, u.status, u.reason \
+             FROM UNNEST({}) WITH ORDINALITY AS u(src, at, decision, status, reason, k) \
+             ORDER BY u.k)",
+            unnest_args(n + 1, &["text", "int8", "text", "int8", "text"])
+        ));
+        self.params.extend([
+            &h.watch as &(dyn ToSql + Sync),
+            &h.src,
+            &h.at,
+            &h.decision,
+            &h.status,
+            &h.reason,
+        ]);
+    }
+
+    /// Runs it (the statement is prepared once per connection and shape).
+    async fn execute(&self, c: &deadpool_postgres::Object) -> PgResult<()> {
+        if self.parts.is_empty() {
+            return Ok(());
+        }
+        let sql = format!("WITH {} SELECT 1", self.parts.join(", "));
+        let stmt = c.prepare_cached(&sql).await?;
+        c.execute(&stmt, &self.params).await?;
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -940,18 +1044,20 @@ impl Store for PostgresStore {
             return Ok(());
         }
         self.require_writer("a pass")?;
-        let rows: Arc<Vec<(String, RowWrite)>> =
-            Arc::new(rows.into_iter().map(|r| (watch.to_owned(), r)).collect());
+        let rows: Vec<(String, RowWrite)> =
+            rows.into_iter().map(|r| (watch.to_owned(), r)).collect();
+        let groups = Arc::new(upsert_groups(&rows));
+        drop(rows);
         let history = Arc::new(history);
         let watch = Arc::<str>::from(watch);
         self.run("write a pass's changes", move |c| {
-            let (rows, history, watch) = (rows.clone(), history.clone(), watch.clone());
+            let (groups, history, watch) = (groups.clone(), history.clone(), watch.clone());
             Box::pin(async move {
-                let tx = c.transaction().await?;
-                upsert_all(&tx, &rows).await?;
-                insert_history(&tx, &watch, &history).await?;
-                tx.commit().await?;
-                Ok(())
+                let h = HistoryColumns::new(&watch, &history);
+                let mut one = OneStatement::default();
+                one.upserts(&groups);
+                one.history(&h);
+                one.execute(c).await
             })
         })
         .await
@@ -959,39 +1065,22 @@ impl Store for PostgresStore {
 
     async fn record_call(&self, call: LedgerEntry, effects: Vec<(String, RowWrite)>) -> Result<()> {
         self.require_writer("recording an API call")?;
+        let groups = Arc::new(upsert_groups(&effects));
+        drop(effects);
+        let params = Arc::new(LedgerParams {
+            endpoint: call.endpoint.as_str(),
+            src_images_json: serde_json::to_string(&call.src_images).unwrap_or_default(),
+            status: call.status.map(i64::from),
+            attempts: i64::from(call.attempts),
+        });
         let call = Arc::new(call);
-        let effects = Arc::new(effects);
         self.run("record an API call", move |c| {
-            let (call, effects) = (call.clone(), effects.clone());
+            let (call, params, groups) = (call.clone(), params.clone(), groups.clone());
             Box::pin(async move {
-                let tx = c.transaction().await?;
-                let id: i64 = tx
-                    .query_one(
-                        "INSERT INTO ledger (at, endpoint, project, team_id, slug, src_images, status, vercel_id, error, attempts)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-                        &[
-                            &call.at,
-                            &call.endpoint.as_str(),
-                            &call.project,
-                            &call.team_id,
-                            &call.slug,
-                            &serde_json::to_string(&call.src_images).unwrap_or_default(),
-                            &call.status.map(i64::from),
-                            &call.vercel_id,
-                            &call.error,
-                            &i64::from(call.attempts),
-                        ],
-                    )
-                    .await?
-                    .get(0);
-                tx.execute(
-                    "INSERT INTO ledger_sources (ledger_id, src) SELECT $1, UNNEST($2::text[])",
-                    &[&id, &call.src_images],
-                )
-                .await?;
-                upsert_all(&tx, &effects).await?;
-                tx.commit().await?;
-                Ok(())
+                let mut one = OneStatement::default();
+                one.ledger(&call, &params);
+                one.upserts(&groups);
+                one.execute(c).await
             })
         })
         .await
