@@ -20,6 +20,7 @@ use crate::redact::for_stdout;
 use crate::report::Reporter;
 use crate::shard::Shard;
 use crate::store::{self, Access, Store, StoreError};
+use crate::tls::ClientError;
 use crate::vercel::VercelClient;
 
 /// A failure of the watcher itself.
@@ -45,15 +46,24 @@ pub enum AppError {
     ReportWrite { path: String, cause: std::io::Error },
     #[error("cannot write the summary to stdout: {0}")]
     Stdout(std::io::Error),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-    #[error("cannot build the probe client: {0}")]
-    Client(String),
+    /// An HTTP client could not be built: `which` names it (probe,
+    /// discovery, API, webhook).
+    #[error("cannot build the {which} client")]
+    Client {
+        which: &'static str,
+        #[source]
+        cause: ClientError,
+    },
     #[error("cannot serve --listen {addr}: {cause}")]
     Listen { addr: String, cause: std::io::Error },
 }
 
 impl AppError {
+    /// For `map_err`: a client named `which` could not be built.
+    pub fn client(which: &'static str) -> impl Fn(ClientError) -> AppError {
+        move |cause| AppError::Client { which, cause }
+    }
+
     pub fn exit(&self) -> Exit {
         match self {
             AppError::Config(_)
@@ -63,8 +73,7 @@ impl AppError {
             | AppError::Usage(_) => Exit::Usage,
             AppError::StateSave(_)
             | AppError::Store(_)
-            | AppError::Http(_)
-            | AppError::Client(_)
+            | AppError::Client { .. }
             | AppError::ReportWrite { .. }
             | AppError::Stdout(_) => Exit::PurgeFailed,
         }
@@ -152,9 +161,9 @@ pub async fn execute(
 /// on stdout and a summary per watch in the logs. Probes nothing, writes
 /// no state. Exit 1 when a discovery was partial (its errors are logged).
 async fn discover(config: &Config, cancel: &CancellationToken) -> Result<Exit, AppError> {
-    let prober = Arc::new(Prober::trusting(&config.trust).map_err(AppError::Client)?);
+    let prober = Arc::new(Prober::trusting(&config.trust).map_err(AppError::client("probe"))?);
     let discoverer = crate::discover::Discoverer::trusting(prober, &config.trust)
-        .map_err(|e| AppError::Client(e.to_string()))?;
+        .map_err(AppError::client("discovery"))?;
     let mut exit = Exit::Ok;
     for w in &config.watches {
         let Some(found) = discoverer.discover_watch(w, cancel).await else {
@@ -347,7 +356,7 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
         let token = config.vercel.token_from_env()?;
         Some(Arc::new(
             VercelClient::trusting(&config.vercel, token, &config.trust)
-                .map_err(AppError::Client)?,
+                .map_err(AppError::client("API"))?,
         ))
     };
     let access = if args.dry_run {
@@ -359,7 +368,7 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
         .await
         .map_err(AppError::StateOpen)?;
     Ok(PassContext {
-        prober: Arc::new(Prober::trusting(&config.trust).map_err(AppError::Client)?),
+        prober: Arc::new(Prober::trusting(&config.trust).map_err(AppError::client("probe"))?),
         vercel,
         store,
         reporter: Arc::new(reporter(&args.report)?),
@@ -376,7 +385,7 @@ pub fn notifier(
     match &config.notify {
         Some(n) if !args.dry_run => crate::notify::Notifier::new(n.clone(), &config.trust)
             .map(Some)
-            .map_err(AppError::Client),
+            .map_err(AppError::client("webhook")),
         _ => Ok(None),
     }
 }

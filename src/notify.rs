@@ -145,16 +145,17 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(config: NotifyConfig, trust: &crate::tls::Trust) -> Result<Notifier, String> {
+    pub fn new(
+        config: NotifyConfig,
+        trust: &crate::tls::Trust,
+    ) -> Result<Notifier, crate::tls::ClientError> {
         let http = trust
-            .reqwest_builder()
-            .map_err(|e| e.to_string())?
+            .reqwest_builder()?
             .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
             // The receiver is the URL given; a redirect is not followed.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(Notifier { http, config })
     }
 

@@ -626,7 +626,8 @@ mod tests {
 
     #[test]
     fn every_decision_is_in_all_at_its_own_index() {
-        // The summary counts decisions in an array indexed by discriminant.
+        // ALL is in declaration order without duplicates: the metrics and
+        // the store walk it, and a decision read back is found in it.
         for (i, d) in Decision::ALL.iter().enumerate() {
             assert_eq!(*d as usize, i, "{d:?}");
         }

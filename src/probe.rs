@@ -285,12 +285,12 @@ pub struct Prober {
 
 impl Prober {
     /// A prober on the direct client, or on reqwest when a proxy is set.
-    pub fn new() -> Result<Prober, String> {
+    pub fn new() -> Result<Prober, crate::tls::ClientError> {
         Ok(Self::with_transport(Transport::from_env()?))
     }
 
     /// As [`Prober::new`], trusting `trust`'s roots (`ca_file:`).
-    pub fn trusting(trust: &crate::tls::Trust) -> Result<Prober, String> {
+    pub fn trusting(trust: &crate::tls::Trust) -> Result<Prober, crate::tls::ClientError> {
         let mut prober = Self::with_transport(Transport::from_env_trusting(trust)?);
         prober.trust = trust.clone();
         Ok(prober)

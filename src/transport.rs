@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 use url::{Position, Url};
 
-use crate::tls::Trust;
+use crate::tls::{ClientError, Trust};
 
 /// How much of a `GET` body is read (so the connection can be reused)
 /// before the connection is dropped instead.
@@ -69,24 +69,22 @@ pub enum Transport {
 
 impl Transport {
     /// The direct client, or reqwest when a proxy is configured.
-    pub fn from_env() -> Result<Transport, String> {
+    pub fn from_env() -> Result<Transport, ClientError> {
         Self::from_env_trusting(&Trust::system())
     }
 
     /// As [`Transport::from_env`], trusting `trust`'s roots.
-    pub fn from_env_trusting(trust: &Trust) -> Result<Transport, String> {
+    pub fn from_env_trusting(trust: &Trust) -> Result<Transport, ClientError> {
         if PROXY_VARS
             .iter()
             .any(|v| std::env::var(v).is_ok_and(|p| !p.is_empty()))
         {
             let client = trust
-                .reqwest_builder()
-                .map_err(|e| e.to_string())?
+                .reqwest_builder()?
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(user_agent())
                 .pool_max_idle_per_host(256)
-                .build()
-                .map_err(|e| e.to_string())?;
+                .build()?;
             return Ok(Transport::Proxied(client));
         }
         Ok(Transport::Direct(Direct::trusting(trust)?))
@@ -149,15 +147,15 @@ pub struct Direct {
 impl Direct {
     /// `extra_roots` are trusted beside the Mozilla roots and the system
     /// store (tests use a self-signed certificate).
-    pub fn new(extra_roots: Vec<CertificateDer<'static>>) -> Result<Direct, String> {
+    pub fn new(extra_roots: Vec<CertificateDer<'static>>) -> Result<Direct, ClientError> {
         Self::trusting(&Trust::with_certs(extra_roots))
     }
 
     /// A client trusting `trust`'s roots.
-    pub fn trusting(trust: &Trust) -> Result<Direct, String> {
+    pub fn trusting(trust: &Trust) -> Result<Direct, ClientError> {
         // No ALPN in the config: hyper-rustls offers h2 and http/1.1 itself
         // (and refuses a config that already names protocols).
-        let config = trust.client_config(&[]).map_err(|e| e.to_string())?;
+        let config = trust.client_config(&[])?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Token, VercelConfig};
 use crate::store::Endpoint;
+use crate::tls::ClientError;
 
 /// Vercel accepts at most this many sources per call.
 pub const MAX_BATCH: usize = 8;
@@ -190,8 +191,8 @@ pub struct VercelClient {
 }
 
 impl VercelClient {
-    pub fn new(cfg: &VercelConfig, token: Token) -> Result<VercelClient, reqwest::Error> {
-        Self::with_builder(cfg, token, reqwest::Client::builder())
+    pub fn new(cfg: &VercelConfig, token: Token) -> Result<VercelClient, ClientError> {
+        Ok(Self::with_builder(cfg, token, reqwest::Client::builder())?)
     }
 
     /// As [`VercelClient::new`], trusting `trust`'s roots (the system store
@@ -201,9 +202,8 @@ impl VercelClient {
         cfg: &VercelConfig,
         token: Token,
         trust: &crate::tls::Trust,
-    ) -> Result<VercelClient, String> {
-        let builder = trust.reqwest_builder().map_err(|e| e.to_string())?;
-        Self::with_builder(cfg, token, builder).map_err(|e| e.to_string())
+    ) -> Result<VercelClient, ClientError> {
+        Ok(Self::with_builder(cfg, token, trust.reqwest_builder()?)?)
     }
 
     fn with_builder(

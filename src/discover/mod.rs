@@ -27,6 +27,7 @@ use url::{Position, Url};
 use crate::config::{Discover, Watch};
 use crate::probe::Prober;
 use crate::sources::MAX_SOURCE_LEN;
+use crate::tls::ClientError;
 use fetch::{FetchError, Fetched, Fetcher};
 
 /// Sitemap indexes are followed this deep (an index of indexes of sitemaps).
@@ -148,15 +149,6 @@ impl Settings {
     }
 }
 
-/// Why discovery could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum DiscoverError {
-    #[error("cannot build the discovery HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-    #[error(transparent)]
-    Tls(crate::tls::TrustError),
-}
-
 /// Runs discoveries. One per process, beside the [`Prober`] whose per-host
 /// limits it shares.
 pub struct Discoverer {
@@ -167,7 +159,7 @@ pub struct Discoverer {
 impl Discoverer {
     /// A client that follows no redirect itself (discovery decides which
     /// to follow) and honours the proxy environment variables.
-    pub fn new(limits: Arc<Prober>) -> Result<Discoverer, DiscoverError> {
+    pub fn new(limits: Arc<Prober>) -> Result<Discoverer, ClientError> {
         Self::trusting(limits, &crate::tls::Trust::system())
     }
 
@@ -175,10 +167,9 @@ impl Discoverer {
     pub fn trusting(
         limits: Arc<Prober>,
         trust: &crate::tls::Trust,
-    ) -> Result<Discoverer, DiscoverError> {
+    ) -> Result<Discoverer, ClientError> {
         let client = trust
-            .reqwest_builder()
-            .map_err(DiscoverError::Tls)?
+            .reqwest_builder()?
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(64)
