@@ -27,8 +27,8 @@ pub struct Episode {
 }
 
 /// The decision logged and reported for one source in one pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Serialized by [`Decision::as_str`], the one place its names are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Decision {
     Keep,
     Skip,
@@ -77,6 +77,8 @@ impl Decision {
         }
     }
 }
+
+serialize_as_str!(Decision);
 
 /// What a present answer's validators mean for a source's bytes (with
 /// `on_change: invalidate`). Validators are compared by their identity (a

@@ -19,6 +19,14 @@ use url::Url;
 /// `maxLength`, which counts characters, not bytes).
 pub const MAX_SOURCE_LEN: usize = 8192;
 
+/// Whether `src` is within [`MAX_SOURCE_LEN`], counted in characters: a
+/// 3,000-character CJK path is 9,000 bytes and Vercel takes it. The one
+/// place the limit is applied (config, lists and discovery alike).
+pub fn within_limit(src: &str) -> bool {
+    // Cheap first: the bytes bound the characters from above.
+    src.len() <= MAX_SOURCE_LEN || src.chars().count() <= MAX_SOURCE_LEN
+}
+
 /// One source image: the exact string sent to Vercel, and the index of the
 /// probe target that answers for it.
 #[derive(Debug, Clone)]
@@ -210,8 +218,7 @@ impl<'o> Builder<'o> {
             self.problems.push(format!("{}: empty source", at()));
             return;
         }
-        // Cheap first: the bytes bound the characters from above.
-        if src.len() > MAX_SOURCE_LEN && src.chars().count() > MAX_SOURCE_LEN {
+        if !within_limit(src) {
             self.problems.push(format!(
                 "{}: source is {} characters, over Vercel's limit of {MAX_SOURCE_LEN} characters ({}...)",
                 at(),

@@ -82,7 +82,7 @@ impl Transport {
             let client = trust
                 .reqwest_builder()?
                 .redirect(reqwest::redirect::Policy::none())
-                .user_agent(user_agent())
+                .user_agent(crate::USER_AGENT)
                 .pool_max_idle_per_host(256)
                 .build()?;
             return Ok(Transport::Proxied(client));
@@ -118,10 +118,6 @@ impl Transport {
             Transport::Proxied(c) => proxied(c, method, url, timeout, headers).await,
         }
     }
-}
-
-fn user_agent() -> &'static str {
-    concat!("origin-watch/", env!("CARGO_PKG_VERSION"))
 }
 
 /// How long an idle connection is kept for reuse. Origins close idle
@@ -201,7 +197,7 @@ impl Direct {
         let mut req = Request::builder()
             .method(method.clone())
             .uri(&url[..Position::AfterQuery])
-            .header(USER_AGENT, HeaderValue::from_static(user_agent()));
+            .header(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
         if method == Method::GET {
             req = req.header(RANGE, HeaderValue::from_static("bytes=0-0"));
         }
@@ -427,7 +423,7 @@ mod tests {
             .await
             .unwrap();
         let seen = seen.lock().unwrap().clone();
-        let ua = user_agent();
+        let ua = crate::USER_AGENT;
         assert_eq!(
             seen,
             vec![

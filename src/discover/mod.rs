@@ -26,7 +26,7 @@ use url::{Position, Url};
 
 use crate::config::{Discover, Watch};
 use crate::probe::Prober;
-use crate::sources::MAX_SOURCE_LEN;
+use crate::sources::{is_http_with_host, within_limit};
 use crate::tls::ClientError;
 use fetch::{FetchError, Fetched, Fetcher};
 
@@ -171,7 +171,7 @@ impl Discoverer {
         let client = trust
             .reqwest_builder()?
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::USER_AGENT)
             .pool_max_idle_per_host(64)
             .build()?;
         Ok(Discoverer { client, limits })
@@ -545,16 +545,16 @@ fn is_source(s: &str) -> bool {
     let shape = if s.starts_with('/') {
         !s.starts_with("//")
     } else {
-        Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        Url::parse(s).is_ok_and(|u| is_http_with_host(&u))
     };
-    shape && !s.is_empty() && s.len() <= MAX_SOURCE_LEN
+    shape && !s.is_empty() && within_limit(s)
 }
 
 /// An `<image:loc>`: on the site's or the origin's host, the path source
 /// (path and query); elsewhere, the absolute source as written.
 pub fn image_source(loc: &str, sitemap: &Url, site: &Site) -> Option<String> {
     let url = sitemap.join(loc).ok()?;
-    if !matches!(url.scheme(), "http" | "https") {
+    if !is_http_with_host(&url) {
         return None;
     }
     let src = if site.is_ours(&url) {
@@ -570,6 +570,7 @@ pub fn image_source(loc: &str, sitemap: &Url, site: &Site) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::MAX_SOURCE_LEN;
 
     #[test]
     fn image_locs_on_the_site_or_origin_become_paths_others_stay_absolute() {
@@ -604,5 +605,15 @@ mod tests {
         assert!(!is_source("relative.png"));
         assert!(!is_source("data:image/png;base64,AAAA"));
         assert!(!is_source(&format!("/{}", "x".repeat(MAX_SOURCE_LEN))));
+        assert!(is_source(&format!("/{}", "x".repeat(MAX_SOURCE_LEN - 1))));
+    }
+
+    /// Vercel counts characters: a 3,000-character CJK path (9,001 bytes)
+    /// is a source; 8,193 characters are not.
+    #[test]
+    fn the_source_limit_counts_characters_not_bytes() {
+        assert!(is_source(&format!("/{}", "画".repeat(3000))));
+        assert!(is_source(&format!("/{}", "画".repeat(MAX_SOURCE_LEN - 1))));
+        assert!(!is_source(&format!("/{}", "画".repeat(MAX_SOURCE_LEN))));
     }
 }
