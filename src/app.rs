@@ -71,9 +71,11 @@ impl AppError {
             | AppError::Report { .. }
             | AppError::Listen { .. }
             | AppError::Usage(_) => Exit::Usage,
+            // The config and the roots were checked: a client that cannot
+            // be built after that is the watcher's own failure.
+            AppError::Client { .. } => Exit::Internal,
             AppError::StateSave(_)
             | AppError::Store(_)
-            | AppError::Client { .. }
             | AppError::ReportWrite { .. }
             | AppError::Stdout(_) => Exit::PurgeFailed,
         }
@@ -328,6 +330,7 @@ pub fn man_page() -> Vec<u8> {
               .TP\n1\npass completed, but at least one API call failed (it is retried next pass), or not all of the pass could be recorded\n\
               .TP\n2\nusage or configuration error: nothing was probed and nothing purged\n\
               .TP\n3\na safety guard withheld purges or invalidations (max_purge_fraction, max_invalidate_fraction, inconclusive, canary)\n\
+              .TP\n70\ninternal error (a bug, such as a panic): reported as such, never as a failed purge\n\
               .PP\nrun exits 0 after a clean shutdown on SIGTERM/SIGINT, 1 when \\-\\-shutdown\\-timeout ran out, \
               2 on a configuration error at start.\n",
         );
