@@ -37,10 +37,18 @@
 //! cargo run --release --example bench -- --discover
 //! ```
 //!
+//! `--clients` compares the probes' HTTP client (hyper-util's pooled
+//! client) with the hand-written pool it replaced and with reqwest, on loopback and with an origin that answers after
+//! 20 ms (see `bench/clients.rs`): `cargo run --release --example bench -- --clients`.
+//!
 //! `--lychee PATH` runs the lychee link checker (`--method head`,
 //! concurrency 256, no per-host limit or interval) over the same N URLs against the same kind of origin,
 //! then one origin-watch dry-run pass, and prints both rates.
 
+#[path = "bench/clients.rs"]
+mod clients_bench;
+#[path = "bench/handwritten.rs"]
+mod handwritten;
 #[path = "bench/store.rs"]
 mod store_bench;
 
@@ -74,6 +82,17 @@ fn main() {
     }
     if let Some(n) = arg_value(&args, "--raw") {
         return raw(n.parse().expect("--raw N"));
+    }
+    if let Some(n) = arg_value(&args, "--client-child") {
+        let (kind, latency) = (&args[2], &args[3]);
+        return clients_bench::child(
+            n.parse().expect("--client-child N"),
+            kind,
+            latency.parse().expect("--client-child N KIND MS"),
+        );
+    }
+    if args.iter().any(|a| a == "--clients") {
+        return clients_bench::compare(&args);
     }
     if let Some(n) = arg_value(&args, "--store-child") {
         let kind = args.last().expect("--store-child N KIND");

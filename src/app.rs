@@ -20,6 +20,7 @@ use crate::redact::for_stdout;
 use crate::report::Reporter;
 use crate::shard::Shard;
 use crate::store::{self, Access, Store, StoreError};
+use crate::tls::ClientError;
 use crate::vercel::VercelClient;
 
 /// A failure of the watcher itself.
@@ -45,15 +46,24 @@ pub enum AppError {
     ReportWrite { path: String, cause: std::io::Error },
     #[error("cannot write the summary to stdout: {0}")]
     Stdout(std::io::Error),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-    #[error("cannot build the probe client: {0}")]
-    Client(String),
+    /// An HTTP client could not be built: `which` names it (probe,
+    /// discovery, API, webhook).
+    #[error("cannot build the {which} client")]
+    Client {
+        which: &'static str,
+        #[source]
+        cause: ClientError,
+    },
     #[error("cannot serve --listen {addr}: {cause}")]
     Listen { addr: String, cause: std::io::Error },
 }
 
 impl AppError {
+    /// For `map_err`: a client named `which` could not be built.
+    pub fn client(which: &'static str) -> impl Fn(ClientError) -> AppError {
+        move |cause| AppError::Client { which, cause }
+    }
+
     pub fn exit(&self) -> Exit {
         match self {
             AppError::Config(_)
@@ -61,10 +71,11 @@ impl AppError {
             | AppError::Report { .. }
             | AppError::Listen { .. }
             | AppError::Usage(_) => Exit::Usage,
+            // The config and the roots were checked: a client that cannot
+            // be built after that is the watcher's own failure.
+            AppError::Client { .. } => Exit::Internal,
             AppError::StateSave(_)
             | AppError::Store(_)
-            | AppError::Http(_)
-            | AppError::Client(_)
             | AppError::ReportWrite { .. }
             | AppError::Stdout(_) => Exit::PurgeFailed,
         }
@@ -152,9 +163,9 @@ pub async fn execute(
 /// on stdout and a summary per watch in the logs. Probes nothing, writes
 /// no state. Exit 1 when a discovery was partial (its errors are logged).
 async fn discover(config: &Config, cancel: &CancellationToken) -> Result<Exit, AppError> {
-    let prober = Arc::new(Prober::trusting(&config.trust).map_err(AppError::Client)?);
+    let prober = Arc::new(Prober::trusting(&config.trust).map_err(AppError::client("probe"))?);
     let discoverer = crate::discover::Discoverer::trusting(prober, &config.trust)
-        .map_err(|e| AppError::Client(e.to_string()))?;
+        .map_err(AppError::client("discovery"))?;
     let mut exit = Exit::Ok;
     for w in &config.watches {
         let Some(found) = discoverer.discover_watch(w, cancel).await else {
@@ -319,6 +330,7 @@ pub fn man_page() -> Vec<u8> {
               .TP\n1\npass completed, but at least one API call failed (it is retried next pass), or not all of the pass could be recorded\n\
               .TP\n2\nusage or configuration error: nothing was probed and nothing purged\n\
               .TP\n3\na safety guard withheld purges or invalidations (max_purge_fraction, max_invalidate_fraction, inconclusive, canary)\n\
+              .TP\n70\ninternal error (a bug, such as a panic): reported as such, never as a failed purge\n\
               .PP\nrun exits 0 after a clean shutdown on SIGTERM/SIGINT, 1 when \\-\\-shutdown\\-timeout ran out, \
               2 on a configuration error at start.\n",
         );
@@ -347,7 +359,7 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
         let token = config.vercel.token_from_env()?;
         Some(Arc::new(
             VercelClient::trusting(&config.vercel, token, &config.trust)
-                .map_err(AppError::Client)?,
+                .map_err(AppError::client("API"))?,
         ))
     };
     let access = if args.dry_run {
@@ -359,7 +371,7 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
         .await
         .map_err(AppError::StateOpen)?;
     Ok(PassContext {
-        prober: Arc::new(Prober::trusting(&config.trust).map_err(AppError::Client)?),
+        prober: Arc::new(Prober::trusting(&config.trust).map_err(AppError::client("probe"))?),
         vercel,
         store,
         reporter: Arc::new(reporter(&args.report)?),
@@ -376,7 +388,7 @@ pub fn notifier(
     match &config.notify {
         Some(n) if !args.dry_run => crate::notify::Notifier::new(n.clone(), &config.trust)
             .map(Some)
-            .map_err(AppError::Client),
+            .map_err(AppError::client("webhook")),
         _ => Ok(None),
     }
 }

@@ -25,13 +25,31 @@
 //! - [`online`]: `check --online`, the read-only API calls that say a setup will work.
 //! - [`notify`]: the optional webhook told of guards, failed calls and purges.
 //! - [`metrics`]: Prometheus metrics and `/healthz` for `run --listen`.
+//! - [`backoff`]: the waits before retrying (exponential with jitter, `Retry-After`).
 //! - [`exit`]: the exit codes; [`logsink`]: the buffered writer behind the logs.
 //! - [`redact`]: masks the token, registered secrets and URL passwords in all output.
 //!
 //! The loopback fakes (an origin and the Vercel API) live in the `testkit` crate beside this one,
 //! a dev-dependency only: the shipped binary holds none of them.
 
+/// The `User-Agent` of every request the watcher sends (probes, discovery,
+/// the Vercel API, the webhook).
+pub const USER_AGENT: &str = concat!("origin-watch/", env!("CARGO_PKG_VERSION"));
+
+/// Serializes fieldless enums as their `as_str`, the one place their names
+/// are spelled: logs, reports, the store and serde cannot disagree.
+macro_rules! serialize_as_str {
+    ($($t:ty),+ $(,)?) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    )+};
+}
+
 pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod discover;

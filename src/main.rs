@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use origin_watch::app;
 use origin_watch::cli::LogFormat;
-use origin_watch::exit::Exit;
+use origin_watch::exit::{self, Exit};
 use origin_watch::logsink::{BufferedSink, FlushGuard};
 use origin_watch::progress::StderrAboveBar;
 use origin_watch::redact;
@@ -27,8 +27,10 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            say(&format!("cannot start the async runtime: {e}"));
-            return Exit::PurgeFailed.into();
+            say(&format!(
+                "internal error: cannot start the async runtime: {e}"
+            ));
+            return Exit::Internal.into();
         }
     };
     let exit = runtime.block_on(async {
@@ -41,10 +43,18 @@ fn main() -> ExitCode {
         let work = tokio::spawn(async move { app::execute(command, &global, cancel).await });
         let result = match work.await {
             Ok(result) => result,
+            // A panic is a bug, not a failed purge; the panic hook has
+            // printed where it happened.
             Err(e) => {
-                let e = e.to_string();
-                say(&e);
-                return Exit::PurgeFailed;
+                let why = match e.try_into_panic() {
+                    Ok(panic) => format!("the command panicked: {}", exit::panic_message(&*panic)),
+                    Err(e) => e.to_string(),
+                };
+                if log_format == LogFormat::Json {
+                    tracing::error!(error = %redact::text(&why), "origin-watch failed: internal error");
+                }
+                say(&format!("internal error: {why}"));
+                return Exit::Internal;
             }
         };
         match result {
@@ -57,6 +67,7 @@ fn main() -> ExitCode {
                 exit
             }
             Err(e) => {
+                let exit = e.exit();
                 let e = anyhow::Error::new(e);
                 // Log collectors read the JSON event; people read the plain line.
                 if log_format == LogFormat::Json {
@@ -64,9 +75,7 @@ fn main() -> ExitCode {
                 }
                 let e_text = format!("{e:#}");
                 say(&e_text);
-                e.downcast_ref::<app::AppError>()
-                    .map(app::AppError::exit)
-                    .unwrap_or(Exit::PurgeFailed)
+                exit
             }
         }
     });

@@ -423,6 +423,7 @@ impl Health {
             Exit::PurgeFailed => "purge_failed",
             Exit::Withheld => "withheld",
             Exit::Usage => "error",
+            Exit::Internal => "internal_error",
         };
         self.outcome(watch, outcome);
     }

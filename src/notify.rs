@@ -89,9 +89,7 @@ impl NotifyConfig {
                 Ok(expanded) => {
                     crate::redact::register(&expanded);
                     match Url::parse(expanded.trim()) {
-                        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                            Some(u)
-                        }
+                        Ok(u) if crate::sources::is_http_with_host(&u) => Some(u),
                         // The value may be a secret: the problem does not quote it.
                         _ => {
                             problems.push("notify.url: not an http(s) URL".to_owned());
@@ -145,16 +143,17 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(config: NotifyConfig, trust: &crate::tls::Trust) -> Result<Notifier, String> {
+    pub fn new(
+        config: NotifyConfig,
+        trust: &crate::tls::Trust,
+    ) -> Result<Notifier, crate::tls::ClientError> {
         let http = trust
-            .reqwest_builder()
-            .map_err(|e| e.to_string())?
-            .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
+            .reqwest_builder()?
+            .user_agent(crate::USER_AGENT)
             // The receiver is the URL given; a redirect is not followed.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(Notifier { http, config })
     }
 

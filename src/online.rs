@@ -16,8 +16,8 @@ use crate::vercel::{ProjectLookup, PurgeTarget, VercelClient};
 /// Runs the checks and prints one line per watch (and per problem) on stdout.
 pub async fn check_online(config: &Config) -> Result<Exit, AppError> {
     let token = config.vercel.token_from_env()?;
-    let client =
-        VercelClient::trusting(&config.vercel, token, &config.trust).map_err(AppError::Client)?;
+    let client = VercelClient::trusting(&config.vercel, token, &config.trust)
+        .map_err(AppError::client("API"))?;
     let mut lines = Vec::new();
     let mut problems = 0;
     // One call per target, however many watches share it.

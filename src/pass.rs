@@ -187,13 +187,16 @@ impl Writer {
 
     async fn settle_oldest(&mut self) {
         if let Some(h) = self.in_flight.pop_front() {
-            let result = h.await.unwrap_or_else(|e| {
-                Err(StoreError::Query {
+            let result = match h.await {
+                Ok(result) => result,
+                // A bug in the store is not a store error: it stays a panic.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(StoreError::Query {
                     path: self.store.describe().into(),
                     what: "write a pass's changes",
                     cause: Box::new(e),
-                })
-            });
+                }),
+            };
             if let Err(e) = result {
                 self.error.get_or_insert(e);
             }

@@ -27,8 +27,8 @@ pub struct Episode {
 }
 
 /// The decision logged and reported for one source in one pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Serialized by [`Decision::as_str`], the one place its names are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Decision {
     Keep,
     Skip,
@@ -77,6 +77,8 @@ impl Decision {
         }
     }
 }
+
+serialize_as_str!(Decision);
 
 /// What a present answer's validators mean for a source's bytes (with
 /// `on_change: invalidate`). Validators are compared by their identity (a
@@ -626,7 +628,8 @@ mod tests {
 
     #[test]
     fn every_decision_is_in_all_at_its_own_index() {
-        // The summary counts decisions in an array indexed by discriminant.
+        // ALL is in declaration order without duplicates: the metrics and
+        // the store walk it, and a decision read back is found in it.
         for (i, d) in Decision::ALL.iter().enumerate() {
             assert_eq!(*d as usize, i, "{d:?}");
         }

@@ -10,11 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{
-    CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, LAST_MODIFIED, LOCATION, RETRY_AFTER,
-};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, LAST_MODIFIED, LOCATION};
 use reqwest::{Method, StatusCode};
-use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
@@ -25,6 +22,9 @@ use crate::transport::Transport;
 
 /// How long an origin's `Retry-After` may hold back probes to it.
 pub const MAX_HOST_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The longest wait between two attempts of one probe.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 /// The most requests in flight to one host; the config's bound on
 /// `per_host_concurrency`, enforced here too so no caller can make the
 /// semaphore panic.
@@ -36,9 +36,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// What a probe concluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// What a probe concluded. Serialized by [`Verdict::as_str`], the one
+/// place its names are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     Present,
     Gone,
@@ -56,6 +56,8 @@ impl Verdict {
         }
     }
 }
+
+serialize_as_str!(Verdict);
 
 /// What one probe saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -285,12 +287,12 @@ pub struct Prober {
 
 impl Prober {
     /// A prober on the direct client, or on reqwest when a proxy is set.
-    pub fn new() -> Result<Prober, String> {
+    pub fn new() -> Result<Prober, crate::tls::ClientError> {
         Ok(Self::with_transport(Transport::from_env()?))
     }
 
     /// As [`Prober::new`], trusting `trust`'s roots (`ca_file:`).
-    pub fn trusting(trust: &crate::tls::Trust) -> Result<Prober, String> {
+    pub fn trusting(trust: &crate::tls::Trust) -> Result<Prober, crate::tls::ClientError> {
         let mut prober = Self::with_transport(Transport::from_env_trusting(trust)?);
         prober.trust = trust.clone();
         Ok(prober)
@@ -349,9 +351,8 @@ impl Prober {
                 obs.elapsed = started.elapsed();
                 return obs;
             }
-            let exp = self.retry_base * 2u32.saturating_pow(attempt - 1);
-            let jitter = exp.mul_f64(fastrand::f64() * 0.5);
-            tokio::time::sleep((exp + jitter).min(Duration::from_secs(5))).await;
+            let wait = crate::backoff::exponential(self.retry_base, attempt - 1, MAX_RETRY_WAIT);
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -489,10 +490,7 @@ impl Prober {
                 answered
             };
             if status == StatusCode::TOO_MANY_REQUESTS {
-                host.back_off(
-                    retry_after(&headers).unwrap_or(Duration::from_secs(1)),
-                    self.max_host_backoff,
-                );
+                host.back_off(crate::backoff::after_429(&headers), self.max_host_backoff);
             }
             if !status.is_redirection() {
                 return Ok(Answer {
@@ -595,17 +593,6 @@ impl HostSlot {
     pub fn back_off(&self, wait: Duration) {
         self.host.back_off(wait, self.max_backoff);
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
-    Some(Duration::from_secs(secs as u64))
 }
 
 /// How many probes of a watch are started at once when `concurrency` may be

@@ -194,8 +194,8 @@ pub struct WatchSummary {
     pub present: usize,
     pub gone: usize,
     pub inconclusive: usize,
-    /// Decisions, indexed like [`Decision::ALL`].
-    pub decisions: [usize; Decision::ALL.len()],
+    /// How many sources got each decision.
+    pub decisions: DecisionCounts,
     pub api_calls: u32,
     pub duration: Duration,
     /// The alarm a guard raised, if any (exit code 3).
@@ -230,6 +230,47 @@ pub struct DiscoverySummary {
     pub complete: bool,
 }
 
+/// A count per [`Decision`], a field each: a new decision does not compile
+/// until it has its own (an array indexed by `d as usize` would go out of
+/// step with the enum silently).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecisionCounts {
+    keep: usize,
+    skip: usize,
+    pending: usize,
+    purge: usize,
+    would_purge: usize,
+    already_purged: usize,
+    withheld: usize,
+    failed: usize,
+    changed: usize,
+    invalidate: usize,
+    would_invalidate: usize,
+}
+
+impl DecisionCounts {
+    pub fn get(&self, d: Decision) -> usize {
+        let mut copy = *self;
+        *copy.get_mut(d)
+    }
+
+    fn get_mut(&mut self, d: Decision) -> &mut usize {
+        match d {
+            Decision::Keep => &mut self.keep,
+            Decision::Skip => &mut self.skip,
+            Decision::Pending => &mut self.pending,
+            Decision::Purge => &mut self.purge,
+            Decision::WouldPurge => &mut self.would_purge,
+            Decision::AlreadyPurged => &mut self.already_purged,
+            Decision::Withheld => &mut self.withheld,
+            Decision::Failed => &mut self.failed,
+            Decision::Changed => &mut self.changed,
+            Decision::Invalidate => &mut self.invalidate,
+            Decision::WouldInvalidate => &mut self.would_invalidate,
+        }
+    }
+}
+
 /// At most this many pending sources are listed in a dry run's summary.
 pub const PENDING_LISTED: usize = 100;
 
@@ -242,11 +283,11 @@ impl WatchSummary {
     }
 
     pub fn count(&self, d: Decision) -> usize {
-        self.decisions[d as usize]
+        self.decisions.get(d)
     }
 
     pub fn add(&mut self, d: Decision) {
-        self.decisions[d as usize] += 1;
+        *self.decisions.get_mut(d) += 1;
     }
 
     pub fn add_verdict(&mut self, v: Verdict, sources: usize) {
@@ -392,6 +433,21 @@ impl fmt::Display for WatchSummary {
 mod tests {
     use super::*;
     use testkit::Captured;
+
+    /// Each decision counts in its own place: adding one decision k times
+    /// raises its count to k and leaves every other at its own.
+    #[test]
+    fn each_decision_has_its_own_count() {
+        let mut summary = WatchSummary::default();
+        for (k, d) in Decision::ALL.into_iter().enumerate() {
+            for _ in 0..=k {
+                summary.add(d);
+            }
+        }
+        for (k, d) in Decision::ALL.into_iter().enumerate() {
+            assert_eq!(summary.count(d), k + 1, "{d:?}");
+        }
+    }
 
     #[test]
     fn report_line_has_the_contract_fields_in_order() {

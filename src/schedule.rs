@@ -6,6 +6,30 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
+/// Why a cron expression is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{0} fields; expected 5 (crontab) or 6-7 (with seconds)")]
+    FieldCount(usize),
+    #[error("day of week: bad step in {0:?}")]
+    DayStep(String),
+    #[error("day of week: {0:?} is not 0-7")]
+    Day(String),
+    #[error("day of week: range {0:?} runs backwards")]
+    Backwards(String),
+    /// The cron crate's message repeats the expression (in its own
+    /// 6-field form) with a caret under it; its last line says what is
+    /// wrong, and is all that makes sense next to what the user wrote.
+    #[error("{why}")]
+    Cron {
+        why: String,
+        #[source]
+        cause: cron::error::Error,
+    },
+    #[error("it never fires")]
+    NeverFires,
+}
+
 /// A parsed cron expression, with the text it came from.
 #[derive(Clone)]
 pub struct CronSchedule {
@@ -23,7 +47,7 @@ impl CronSchedule {
     /// Parses a crontab line (5 fields: minute hour day-of-month month
     /// day-of-week, with 0 or 7 = Sunday) or a cron-crate expression with
     /// seconds (6 or 7 fields, day-of-week 1 = Sunday, or names).
-    pub fn parse(expression: &str) -> Result<CronSchedule, String> {
+    pub fn parse(expression: &str) -> Result<CronSchedule, ScheduleError> {
         let fields: Vec<&str> = expression.split_whitespace().collect();
         let full = match fields.len() {
             1 if fields[0].starts_with('@') => fields[0].to_owned(),
@@ -35,26 +59,20 @@ impl CronSchedule {
                 )
             }
             6 | 7 => fields.join(" "),
-            n => {
-                return Err(format!(
-                    "{n} fields; expected 5 (crontab) or 6-7 (with seconds)"
-                ));
-            }
+            n => return Err(ScheduleError::FieldCount(n)),
         };
-        // The cron crate's message repeats the expression (in its own
-        // 6-field form) with a caret under it; its last line says what is
-        // wrong, and is all that makes sense next to what the user wrote.
-        let inner = cron::Schedule::from_str(&full).map_err(|e| {
-            let text = e.to_string();
+        let inner = cron::Schedule::from_str(&full).map_err(|cause| {
+            let text = cause.to_string();
             let why = text
                 .lines()
                 .rev()
                 .map(str::trim)
                 .find(|l| !l.is_empty() && *l != "^");
-            truthful_range(why.unwrap_or(&text).trim_end_matches('.'))
+            let why = truthful_range(why.unwrap_or(&text).trim_end_matches('.'));
+            ScheduleError::Cron { why, cause }
         })?;
         if inner.upcoming(Utc).next().is_none() {
-            return Err("it never fires".into());
+            return Err(ScheduleError::NeverFires);
         }
         Ok(CronSchedule {
             expression: expression.to_owned(),
@@ -84,7 +102,7 @@ const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 /// day names, which the cron crate reads the same way crontab does. Its own
 /// numbers start at 1 = Sunday, so passing numbers through would shift every
 /// weekday by one.
-fn crontab_day_of_week(field: &str) -> Result<String, String> {
+fn crontab_day_of_week(field: &str) -> Result<String, ScheduleError> {
     if field == "*" || field == "?" || field.chars().any(|c| c.is_ascii_alphabetic()) {
         return Ok(field.to_owned());
     }
@@ -96,7 +114,7 @@ fn crontab_day_of_week(field: &str) -> Result<String, String> {
                 s.parse::<usize>()
                     .ok()
                     .filter(|s| *s > 0)
-                    .ok_or_else(|| format!("day of week: bad step in {part:?}"))?,
+                    .ok_or_else(|| ScheduleError::DayStep(part.to_owned()))?,
             ),
             None => (part, 1),
         };
@@ -104,7 +122,7 @@ fn crontab_day_of_week(field: &str) -> Result<String, String> {
             s.parse::<usize>()
                 .ok()
                 .filter(|d| *d <= 7)
-                .ok_or_else(|| format!("day of week: {s:?} is not 0-7"))
+                .ok_or_else(|| ScheduleError::Day(s.to_owned()))
         };
         let (lo, hi) = match range {
             "*" => (0, 6),
@@ -115,7 +133,7 @@ fn crontab_day_of_week(field: &str) -> Result<String, String> {
             },
         };
         if lo > hi {
-            return Err(format!("day of week: range {range:?} runs backwards"));
+            return Err(ScheduleError::Backwards(range.to_owned()));
         }
         for d in (lo..=hi).step_by(step) {
             days[d % 7] = true;
@@ -158,9 +176,9 @@ mod tests {
     #[test]
     fn an_out_of_range_field_is_told_its_true_range() {
         let e = CronSchedule::parse("61 * * * *").unwrap_err();
-        assert_eq!(e, "'61': minutes must be from 0 to 59");
+        assert_eq!(e.to_string(), "'61': minutes must be from 0 to 59");
         let e = CronSchedule::parse("0 25 * * *").unwrap_err();
-        assert_eq!(e, "'25': hours must be from 0 to 23");
+        assert_eq!(e.to_string(), "'25': hours must be from 0 to 23");
     }
     use chrono::{Datelike, TimeZone, Weekday};
 
@@ -203,7 +221,7 @@ mod tests {
 
     #[test]
     fn bad_expressions_say_why() {
-        let e = CronSchedule::parse("61 * * * *").unwrap_err();
+        let e = CronSchedule::parse("61 * * * *").unwrap_err().to_string();
         assert!(
             e.contains("'61'") && !e.contains('\n'),
             "one line naming the value: {e}"
@@ -211,11 +229,13 @@ mod tests {
         assert!(
             CronSchedule::parse("* * *")
                 .unwrap_err()
+                .to_string()
                 .contains("3 fields")
         );
         assert!(
             CronSchedule::parse("0 0 * * 8")
                 .unwrap_err()
+                .to_string()
                 .contains("0-7")
         );
     }

@@ -25,20 +25,42 @@ impl fmt::Display for Shard {
     }
 }
 
-impl FromStr for Shard {
-    type Err = String;
+/// Why a `--shard K/N` (or `--shards N` with its job index) is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error("shard {0:?} is not K/N (e.g. 0/4)")]
+    NotKOfN(String),
+    #[error("shard {shard:?}: {what} is too large (at most {max})", max = u32::MAX)]
+    TooLarge { shard: String, what: &'static str },
+    #[error("shard {shard:?}: {what} is not a number")]
+    NotANumber { shard: String, what: &'static str },
+    #[error("shard count N must be at least 1")]
+    NoShards,
+    #[error("shard index {index} is not below the shard count {count} (K counts from 0)")]
+    IndexTooLarge { index: u32, count: u32 },
+    #[error(
+        "--shards needs JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job); use --shard K/N elsewhere"
+    )]
+    NoJobIndex,
+    #[error("JOB_COMPLETION_INDEX {0:?} is not a number")]
+    BadJobIndex(String),
+}
 
-    fn from_str(s: &str) -> Result<Shard, String> {
+impl FromStr for Shard {
+    type Err = ShardError;
+
+    fn from_str(s: &str) -> Result<Shard, ShardError> {
         let (k, n) = s
             .split_once('/')
-            .ok_or_else(|| format!("shard {s:?} is not K/N (e.g. 0/4)"))?;
-        let number = |what: &str, v: &str| -> Result<u32, String> {
+            .ok_or_else(|| ShardError::NotKOfN(s.to_owned()))?;
+        let number = |what: &'static str, v: &str| -> Result<u32, ShardError> {
             let v = v.trim();
             v.parse().map_err(|_| {
+                let shard = s.to_owned();
                 if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-                    format!("shard {s:?}: {what} is too large (at most {})", u32::MAX)
+                    ShardError::TooLarge { shard, what }
                 } else {
-                    format!("shard {s:?}: {what} is not a number")
+                    ShardError::NotANumber { shard, what }
                 }
             })
         };
@@ -49,29 +71,25 @@ impl FromStr for Shard {
 }
 
 impl Shard {
-    pub fn new(index: u32, count: u32) -> Result<Shard, String> {
+    pub fn new(index: u32, count: u32) -> Result<Shard, ShardError> {
         if count == 0 {
-            return Err("shard count N must be at least 1".into());
+            return Err(ShardError::NoShards);
         }
         if index >= count {
-            return Err(format!(
-                "shard index {index} is not below the shard count {count} (K counts from 0)"
-            ));
+            return Err(ShardError::IndexTooLarge { index, count });
         }
         Ok(Shard { index, count })
     }
 
     /// The shard of `--shards N`, with K from Kubernetes' `JOB_COMPLETION_INDEX`.
-    pub fn from_job_index(count: u32, job_index: Option<&str>) -> Result<Shard, String> {
+    pub fn from_job_index(count: u32, job_index: Option<&str>) -> Result<Shard, ShardError> {
         // A bad N is the first thing to say, whatever the index.
         Shard::new(0, count)?;
-        let k = job_index.ok_or(
-            "--shards needs JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job); use --shard K/N elsewhere",
-        )?;
+        let k = job_index.ok_or(ShardError::NoJobIndex)?;
         let index = k
             .trim()
             .parse()
-            .map_err(|_| format!("JOB_COMPLETION_INDEX {k:?} is not a number"))?;
+            .map_err(|_| ShardError::BadJobIndex(k.to_owned()))?;
         Shard::new(index, count)
     }
 
@@ -144,15 +162,25 @@ mod tests {
     #[test]
     fn parses_k_of_n() {
         assert_eq!("2/4".parse::<Shard>(), Ok(Shard { index: 2, count: 4 }));
-        assert!("4/4".parse::<Shard>().unwrap_err().contains("not below"));
+        assert!(
+            "4/4"
+                .parse::<Shard>()
+                .unwrap_err()
+                .to_string()
+                .contains("not below")
+        );
         assert!("1/0".parse::<Shard>().is_err());
         assert!("x".parse::<Shard>().is_err());
-        let e = "0/18446744073709551615".parse::<Shard>().unwrap_err();
+        let e = "0/18446744073709551615"
+            .parse::<Shard>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("N is too large (at most 4294967295)"), "{e}");
         assert!(
             "a/4"
                 .parse::<Shard>()
                 .unwrap_err()
+                .to_string()
                 .contains("K is not a number")
         );
         assert_eq!(
@@ -162,11 +190,13 @@ mod tests {
         assert!(
             Shard::from_job_index(3, None)
                 .unwrap_err()
+                .to_string()
                 .contains("JOB_COMPLETION_INDEX")
         );
         assert!(
             Shard::from_job_index(0, None)
                 .unwrap_err()
+                .to_string()
                 .contains("at least 1")
         );
     }

@@ -137,11 +137,7 @@ pub async fn watch_loop(
             // shown by /healthz, and the watch keeps its schedule.
             use futures::FutureExt;
             if let Err(panic) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_owned());
+                let why = crate::exit::panic_message(&*panic);
                 tracing::error!(watch = %name, error = %why, "pass panicked; the watch keeps its schedule");
                 if let Some(h) = &health {
                     h.pass_panicked(&name);
@@ -220,9 +216,10 @@ pub async fn sidecar(
                             health.pass_done(&watch.name, o.exit());
                         }
                     }
+                    // The store failed, not a purge: /healthz says so.
                     Err(e) => {
                         tracing::error!(watch = %watch.name, error = %e, "the pass's state could not be recorded");
-                        health.pass_done(&watch.name, Exit::PurgeFailed);
+                        health.pass_not_recorded(&watch.name);
                     }
                 }
             })

@@ -19,6 +19,14 @@ use url::Url;
 /// `maxLength`, which counts characters, not bytes).
 pub const MAX_SOURCE_LEN: usize = 8192;
 
+/// Whether `src` is within [`MAX_SOURCE_LEN`], counted in characters: a
+/// 3,000-character CJK path is 9,000 bytes and Vercel takes it. The one
+/// place the limit is applied (config, lists and discovery alike).
+pub fn within_limit(src: &str) -> bool {
+    // Cheap first: the bytes bound the characters from above.
+    src.len() <= MAX_SOURCE_LEN || src.chars().count() <= MAX_SOURCE_LEN
+}
+
 /// One source image: the exact string sent to Vercel, and the index of the
 /// probe target that answers for it.
 #[derive(Debug, Clone)]
@@ -130,21 +138,55 @@ pub fn has_http_scheme(s: &str) -> bool {
     starts("http://") || starts("https://")
 }
 
+/// Why a base URL, a source or a probe URL is not usable. Each message is
+/// one line of a config problem list, so a parser's cause is part of it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    #[error("{shown:?} is not an http(s) URL")]
+    BaseNotHttp { shown: String },
+    #[error(
+        "{shown:?} has a query or fragment (`?`, `#`); a base URL cannot, since paths are appended to it"
+    )]
+    BaseHasQuery { shown: String },
+    #[error("{shown:?} is not a URL: {cause}")]
+    BaseNotUrl {
+        shown: String,
+        cause: url::ParseError,
+    },
+    #[error("URL {shown:?} is not an http(s) URL")]
+    NotHttp { shown: String },
+    #[error("URL {shown:?} is not a URL: {cause}")]
+    NotUrl {
+        shown: String,
+        cause: url::ParseError,
+    },
+    #[error("path-style source {0:?} needs the watch's `origin` (or an explicit `probe`)")]
+    NeedsOrigin(String),
+    #[error("source {0:?} must be a path starting with / or an absolute http(s) URL")]
+    NotPathOrUrl(String),
+    #[error("{cause}")]
+    Origin { cause: url::ParseError },
+}
+
 /// A base URL (`origin`, `api_base`): absolute http(s), with a host, and
 /// with no query or fragment (a path is appended to it, so either would
 /// swallow every path). The problem shows no password.
-pub fn check_base(candidate: &str) -> Result<Url, String> {
+pub fn check_base(candidate: &str) -> Result<Url, SourceError> {
     let shown = crate::redact::for_stdout(candidate);
     match Url::parse(candidate) {
-        Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host().is_none() => {
-            Err(format!("{shown:?} is not an http(s) URL"))
+        Ok(u) if !is_http_with_host(&u) => Err(SourceError::BaseNotHttp { shown }),
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            Err(SourceError::BaseHasQuery { shown })
         }
-        Ok(u) if u.query().is_some() || u.fragment().is_some() => Err(format!(
-            "{shown:?} has a query or fragment (`?`, `#`); a base URL cannot, since paths are appended to it"
-        )),
         Ok(u) => Ok(u),
-        Err(e) => Err(format!("{shown:?} is not a URL: {e}")),
+        Err(cause) => Err(SourceError::BaseNotUrl { shown, cause }),
     }
+}
+
+/// The one rule for a URL the watcher will send requests to: http or
+/// https, with a host.
+pub fn is_http_with_host(u: &Url) -> bool {
+    matches!(u.scheme(), "http" | "https") && u.host().is_some()
 }
 
 /// Builds a [`SourceList`], collecting a problem per bad entry.
@@ -176,8 +218,7 @@ impl<'o> Builder<'o> {
             self.problems.push(format!("{}: empty source", at()));
             return;
         }
-        // Cheap first: the bytes bound the characters from above.
-        if src.len() > MAX_SOURCE_LEN && src.chars().count() > MAX_SOURCE_LEN {
+        if !within_limit(src) {
             self.problems.push(format!(
                 "{}: source is {} characters, over Vercel's limit of {MAX_SOURCE_LEN} characters ({}...)",
                 at(),
@@ -289,7 +330,7 @@ impl<'o> Builder<'o> {
 }
 
 /// How a source without an explicit probe is probed.
-fn kind_of(src: &str, origin: Option<&str>) -> Result<ProbeUrl, String> {
+fn kind_of(src: &str, origin: Option<&str>) -> Result<ProbeUrl, SourceError> {
     if has_http_scheme(src) {
         check_url(src)?;
         Ok(ProbeUrl::Source)
@@ -297,32 +338,32 @@ fn kind_of(src: &str, origin: Option<&str>) -> Result<ProbeUrl, String> {
         match origin {
             // The origin is checked; any path after it makes a URL.
             Some(_) => Ok(ProbeUrl::OriginPath),
-            None => Err(format!(
-                "path-style source {src:?} needs the watch's `origin` (or an explicit `probe`)"
-            )),
+            None => Err(SourceError::NeedsOrigin(src.to_owned())),
         }
     } else {
-        Err(format!(
-            "source {src:?} must be a path starting with / or an absolute http(s) URL"
-        ))
+        Err(SourceError::NotPathOrUrl(src.to_owned()))
     }
 }
 
 /// An absolute http(s) URL, as the URL parser writes it.
-pub fn check_url(candidate: &str) -> Result<String, String> {
+pub fn check_url(candidate: &str) -> Result<String, SourceError> {
     let shown = || crate::redact::for_stdout(candidate);
     match Url::parse(candidate) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u.into()),
-        Ok(_) => Err(format!("URL {:?} is not an http(s) URL", shown())),
-        Err(e) => Err(format!("URL {:?} is not a URL: {e}", shown())),
+        Ok(u) if is_http_with_host(&u) => Ok(u.into()),
+        Ok(_) => Err(SourceError::NotHttp { shown: shown() }),
+        Err(cause) => Err(SourceError::NotUrl {
+            shown: shown(),
+            cause,
+        }),
     }
 }
 
 /// The URL for a path or absolute URL given in a watch (the canary).
-pub fn resolve(src: &str, origin: Option<&str>) -> Result<String, String> {
+pub fn resolve(src: &str, origin: Option<&str>) -> Result<String, SourceError> {
     match kind_of(src, origin)? {
         ProbeUrl::OriginPath => {
-            let base = Url::parse(origin.unwrap_or_default()).map_err(|e| e.to_string())?;
+            let base = Url::parse(origin.unwrap_or_default())
+                .map_err(|cause| SourceError::Origin { cause })?;
             Ok(join(&base, src).into())
         }
         _ => check_url(src),

@@ -26,6 +26,24 @@ pub enum TrustError {
     Tls(String),
 }
 
+/// Why an HTTP client (probes, discovery, the API, the webhook) could not
+/// be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// reqwest's error, boxed so that its type stays with the client that
+    /// uses it.
+    #[error("cannot build the HTTP client")]
+    Build(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        ClientError::Build(Box::new(e))
+    }
+}
+
 /// The extra trust of a config: the certificates of `ca_file:`, if any.
 /// The Mozilla roots and the system store are always trusted too.
 #[derive(Debug, Clone, Default)]

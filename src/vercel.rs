@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Token, VercelConfig};
 use crate::store::Endpoint;
+use crate::tls::ClientError;
 
 /// Vercel accepts at most this many sources per call.
 pub const MAX_BATCH: usize = 8;
@@ -172,10 +173,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Exponential backoff with jitter: between half and all of base * 2^n.
+    /// The wait before retry `retry` (see [`crate::backoff::exponential`]).
     fn wait(&self, retry: u32) -> Duration {
-        let full = self.base.saturating_mul(2u32.saturating_pow(retry));
-        full.min(self.max_wait).mul_f64(0.5 + fastrand::f64() * 0.5)
+        crate::backoff::exponential(self.base, retry, self.max_wait)
     }
 }
 
@@ -190,8 +190,8 @@ pub struct VercelClient {
 }
 
 impl VercelClient {
-    pub fn new(cfg: &VercelConfig, token: Token) -> Result<VercelClient, reqwest::Error> {
-        Self::with_builder(cfg, token, reqwest::Client::builder())
+    pub fn new(cfg: &VercelConfig, token: Token) -> Result<VercelClient, ClientError> {
+        Ok(Self::with_builder(cfg, token, reqwest::Client::builder())?)
     }
 
     /// As [`VercelClient::new`], trusting `trust`'s roots (the system store
@@ -201,9 +201,8 @@ impl VercelClient {
         cfg: &VercelConfig,
         token: Token,
         trust: &crate::tls::Trust,
-    ) -> Result<VercelClient, String> {
-        let builder = trust.reqwest_builder().map_err(|e| e.to_string())?;
-        Self::with_builder(cfg, token, builder).map_err(|e| e.to_string())
+    ) -> Result<VercelClient, ClientError> {
+        Ok(Self::with_builder(cfg, token, trust.reqwest_builder()?)?)
     }
 
     fn with_builder(
@@ -212,7 +211,7 @@ impl VercelClient {
         builder: reqwest::ClientBuilder,
     ) -> Result<VercelClient, reqwest::Error> {
         let http = builder
-            .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::USER_AGENT)
             // A 3xx is an answer, not a hop: the token stays with api_base.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CALL_TIMEOUT)
@@ -374,7 +373,7 @@ impl VercelClient {
                         .get("x-vercel-id")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    let retry_after = crate::probe::retry_after(resp.headers());
+                    let retry_after = crate::backoff::retry_after(resp.headers());
                     tracing::info!(
                         project = %target.project,
                         team_id = target.team_id.as_deref(),

@@ -752,3 +752,25 @@ fn sorted_strs<'a>(v: &[&'a str]) -> Vec<&'a str> {
     v.sort_unstable();
     v
 }
+
+/// Vercel's 8192 limit counts characters: a 3,000-character CJK path
+/// (9,001 bytes) is checked, probed and purged like any other, and the API
+/// receives it whole.
+#[tokio::test]
+async fn a_long_cjk_path_is_purged_whole() {
+    let cjk = format!("/{}", "画".repeat(3000));
+    assert_eq!((cjk.len(), cjk.chars().count()), (9001, 3001));
+    let h = Harness::new(&[], Behavior::Status(404)).await;
+    let c = h.config(
+        "",
+        &format!(
+            "defaults:\n  confirmations: 1\n  max_purge_fraction: 1.0\nwatches:\n  - name: site\n    project: my-next-app\n    origin: '{{origin}}'\n    images: ['{cjk}']\n"
+        ),
+    );
+    let ran = h.pass(&c).await;
+    assert_eq!(ran.decision(&cjk), "purge");
+    let calls = h.api.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].status, 200);
+    assert_eq!(calls[0].src_images, [cjk]);
+}

@@ -305,15 +305,18 @@ impl<'a> Checker<'a> {
             &at("forget_after", own.forget_after.is_some()),
             pick!(forget_after, "30d".into()),
         );
-        let on_change = match pick!(on_change, "ignore".into()).as_str() {
-            "ignore" => Some(super::OnChange::Ignore),
-            "invalidate" => Some(super::OnChange::Invalidate),
-            other => {
-                let k = at("on_change", own.on_change.is_some());
-                self.problem(format!("{k}: {other:?} is not one of ignore, invalidate"));
-                None
-            }
-        };
+        let on_change_text: String = pick!(on_change, super::OnChange::default().as_str().into());
+        let on_change = super::OnChange::ALL
+            .into_iter()
+            .find(|o| o.as_str() == on_change_text);
+        if on_change.is_none() {
+            let k = at("on_change", own.on_change.is_some());
+            let names = super::OnChange::ALL.map(super::OnChange::as_str);
+            self.problem(format!(
+                "{k}: {on_change_text:?} is not one of {}",
+                names.join(", ")
+            ));
+        }
         let max_invalidate_fraction = pick!(max_invalidate_fraction, 0.25);
         let max_inconclusive_fraction = pick!(max_inconclusive_fraction, 0.5);
         let fraction_floor = pick!(fraction_floor, 3);

@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::sources::is_http_with_host;
+
 /// `discover:` inside a watch, as written.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +76,7 @@ pub(super) fn check(
             None
         }
         Some(text) => match Url::parse(text) {
-            Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host().is_none() => {
+            Ok(u) if !is_http_with_host(&u) => {
                 problems.push(format!("{}: {text:?} is not an http(s) URL", at("site")));
                 None
             }
@@ -177,7 +179,7 @@ fn join(site: &Url, text: &str) -> Result<Url, String> {
         Url::parse(text)
     };
     match joined {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(u) if is_http_with_host(&u) => Ok(u),
         Ok(_) => Err(format!("{text:?} is not an http(s) URL or a path")),
         Err(e) => Err(format!("{text:?} is not a URL or a path: {e}")),
     }

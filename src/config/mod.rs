@@ -187,6 +187,8 @@ pub enum OnChange {
 }
 
 impl OnChange {
+    pub const ALL: [OnChange; 2] = [OnChange::Ignore, OnChange::Invalidate];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OnChange::Ignore => "ignore",
@@ -280,6 +282,14 @@ impl Watch {
     }
 }
 
+/// The folder a file is in, which paths relative to the file start from:
+/// its parent, or `.` for a bare file name.
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 impl Config {
     /// Reads and checks a config file. Relative paths inside it (`state`,
     /// `images_file`) are relative to the file's folder.
@@ -288,16 +298,7 @@ impl Config {
             path: path.to_owned(),
             cause,
         })?;
-        let base = path
-            .parent()
-            .map(Path::to_owned)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
-        };
-        Self::parse(&text, &base, &path.display().to_string())
+        Self::parse(&text, folder_of(path), &path.display().to_string())
     }
 
     /// Checks a config given as text, with relative paths taken from the
@@ -552,6 +553,17 @@ watches:
         assert!(e.contains("needs the watch's `origin`"), "{e}");
         assert!(e.contains("relative.png"), "{e}");
         assert!(e.contains("duplicate watch name \"a\""), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_start_from_the_config_s_folder_or_dot() {
+        assert_eq!(folder_of(Path::new("watch.yaml")), Path::new("."));
+        assert_eq!(folder_of(Path::new("./watch.yaml")), Path::new("."));
+        assert_eq!(
+            folder_of(Path::new("etc/ow/watch.yaml")),
+            Path::new("etc/ow")
+        );
+        assert_eq!(folder_of(Path::new("/watch.yaml")), Path::new("/"));
     }
 
     #[test]

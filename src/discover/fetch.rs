@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 
-use crate::probe::{Prober, retry_after};
+use crate::probe::Prober;
 
 /// Why a fetch gave nothing to read. Messages name the URL.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ impl Fetcher<'_> {
                 .map_err(|e| self.failed(&at, e))?;
             let status = response.status();
             if status == StatusCode::TOO_MANY_REQUESTS {
-                slot.back_off(retry_after(response.headers()).unwrap_or(Duration::from_secs(1)));
+                slot.back_off(crate::backoff::after_429(response.headers()));
             }
             if status.is_redirection()
                 && let Some(to) = response.headers().get(LOCATION)

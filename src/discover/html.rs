@@ -21,7 +21,7 @@ use lol_html::{
 use url::Url;
 
 use super::Site;
-use crate::sources::MAX_SOURCE_LEN;
+use crate::sources::{is_http_with_host, within_limit};
 
 /// The paths of Vercel's image optimizer (Next.js and other frameworks).
 const OPTIMIZER_PATHS: [&str; 2] = ["/_next/image", "/_vercel/image"];
@@ -275,9 +275,9 @@ fn source_of(candidate: &str, base: &Url, base_is_ours: bool, site: &Site) -> Op
     let usable = if src.starts_with('/') {
         !src.starts_with("//")
     } else {
-        Url::parse(&src).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        Url::parse(&src).is_ok_and(|u| is_http_with_host(&u))
     };
-    (usable && src.len() <= MAX_SOURCE_LEN).then(|| src.into_owned())
+    (usable && within_limit(&src)).then(|| src.into_owned())
 }
 
 /// The first `url` parameter of a query, form-decoded (`+` and
@@ -387,6 +387,26 @@ mod tests {
                 "https://cdn.example.net/x.jpg?v=2&s=big"
             ]
         );
+    }
+
+    /// Vercel's limit counts characters: a 3,000-character CJK path (9,001
+    /// bytes) behind the optimizer is a source; 8,193 characters are not.
+    #[test]
+    fn the_source_limit_counts_characters_not_bytes() {
+        let img = |chars: usize| {
+            let path = format!("/{}", "画".repeat(chars - 1));
+            let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+            (
+                path,
+                format!(r#"<img src="/_next/image?url={encoded}&amp;w=64">"#),
+            )
+        };
+        let (path, html) = img(3000);
+        assert_eq!(sources(&html), [path]);
+        let (path, html) = img(crate::sources::MAX_SOURCE_LEN);
+        assert_eq!(sources(&html), [path]);
+        let (_, html) = img(crate::sources::MAX_SOURCE_LEN + 1);
+        assert!(sources(&html).is_empty());
     }
 
     #[test]

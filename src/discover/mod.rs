@@ -26,7 +26,8 @@ use url::{Position, Url};
 
 use crate::config::{Discover, Watch};
 use crate::probe::Prober;
-use crate::sources::MAX_SOURCE_LEN;
+use crate::sources::{is_http_with_host, within_limit};
+use crate::tls::ClientError;
 use fetch::{FetchError, Fetched, Fetcher};
 
 /// Sitemap indexes are followed this deep (an index of indexes of sitemaps).
@@ -148,15 +149,6 @@ impl Settings {
     }
 }
 
-/// Why discovery could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum DiscoverError {
-    #[error("cannot build the discovery HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-    #[error(transparent)]
-    Tls(crate::tls::TrustError),
-}
-
 /// Runs discoveries. One per process, beside the [`Prober`] whose per-host
 /// limits it shares.
 pub struct Discoverer {
@@ -167,7 +159,7 @@ pub struct Discoverer {
 impl Discoverer {
     /// A client that follows no redirect itself (discovery decides which
     /// to follow) and honours the proxy environment variables.
-    pub fn new(limits: Arc<Prober>) -> Result<Discoverer, DiscoverError> {
+    pub fn new(limits: Arc<Prober>) -> Result<Discoverer, ClientError> {
         Self::trusting(limits, &crate::tls::Trust::system())
     }
 
@@ -175,12 +167,11 @@ impl Discoverer {
     pub fn trusting(
         limits: Arc<Prober>,
         trust: &crate::tls::Trust,
-    ) -> Result<Discoverer, DiscoverError> {
+    ) -> Result<Discoverer, ClientError> {
         let client = trust
-            .reqwest_builder()
-            .map_err(DiscoverError::Tls)?
+            .reqwest_builder()?
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("origin-watch/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::USER_AGENT)
             .pool_max_idle_per_host(64)
             .build()?;
         Ok(Discoverer { client, limits })
@@ -557,16 +548,16 @@ fn is_source(s: &str) -> bool {
     let shape = if s.starts_with('/') {
         !s.starts_with("//")
     } else {
-        Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        Url::parse(s).is_ok_and(|u| is_http_with_host(&u))
     };
-    shape && !s.is_empty() && s.len() <= MAX_SOURCE_LEN
+    shape && !s.is_empty() && within_limit(s)
 }
 
 /// An `<image:loc>`: on the site's or the origin's host, the path source
 /// (path and query); elsewhere, the absolute source as written.
 pub fn image_source(loc: &str, sitemap: &Url, site: &Site) -> Option<String> {
     let url = sitemap.join(loc).ok()?;
-    if !matches!(url.scheme(), "http" | "https") {
+    if !is_http_with_host(&url) {
         return None;
     }
     let src = if site.is_ours(&url) {
@@ -582,6 +573,7 @@ pub fn image_source(loc: &str, sitemap: &Url, site: &Site) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::MAX_SOURCE_LEN;
 
     #[test]
     fn image_locs_on_the_site_or_origin_become_paths_others_stay_absolute() {
@@ -616,5 +608,15 @@ mod tests {
         assert!(!is_source("relative.png"));
         assert!(!is_source("data:image/png;base64,AAAA"));
         assert!(!is_source(&format!("/{}", "x".repeat(MAX_SOURCE_LEN))));
+        assert!(is_source(&format!("/{}", "x".repeat(MAX_SOURCE_LEN - 1))));
+    }
+
+    /// Vercel counts characters: a 3,000-character CJK path (9,001 bytes)
+    /// is a source; 8,193 characters are not.
+    #[test]
+    fn the_source_limit_counts_characters_not_bytes() {
+        assert!(is_source(&format!("/{}", "画".repeat(3000))));
+        assert!(is_source(&format!("/{}", "画".repeat(MAX_SOURCE_LEN - 1))));
+        assert!(!is_source(&format!("/{}", "画".repeat(MAX_SOURCE_LEN))));
     }
 }

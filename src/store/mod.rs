@@ -227,15 +227,19 @@ pub struct HistoryRow {
     pub reason: String,
 }
 
-/// Which API endpoint a call went to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Which API endpoint a call went to. Serialized by [`Endpoint::as_str`],
+/// the one place its names are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Endpoint {
     Delete,
     Invalidate,
 }
 
+serialize_as_str!(Endpoint);
+
 impl Endpoint {
+    pub const ALL: [Endpoint; 2] = [Endpoint::Delete, Endpoint::Invalidate];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Delete => "delete",
@@ -252,11 +256,7 @@ impl Endpoint {
     }
 
     pub fn parse(s: &str) -> Option<Endpoint> {
-        match s {
-            "delete" => Some(Endpoint::Delete),
-            "invalidate" => Some(Endpoint::Invalidate),
-            _ => None,
-        }
+        Endpoint::ALL.into_iter().find(|e| e.as_str() == s)
     }
 }
 

@@ -290,9 +290,8 @@ impl SqliteStore {
                 Ok(store)
             }
             Access::Write => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
-                }
+                std::fs::create_dir_all(crate::config::folder_of(path))
+                    .map_err(|e| open_err(Box::new(e)))?;
                 let moved_v1 = match &v1 {
                     Some(v1) if v1 == path => {
                         // The store takes the JSON file's place.

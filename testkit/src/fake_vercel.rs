@@ -767,9 +767,12 @@ mod tests {
         let fake = fake().await;
         let eight: Vec<String> = (0..8).map(|i| format!("/{i}.png")).collect();
         let long = "x".repeat(MAX_SRC_IMAGE_CHARS);
+        // Characters, not bytes: 24,576 bytes of CJK are 8,192 characters.
+        let cjk = "画".repeat(MAX_SRC_IMAGE_CHARS);
         for body in [
             json!({ "srcImages": eight }),
             json!({ "srcImages": [long] }),
+            json!({ "srcImages": [cjk] }),
             json!({ "srcImages": ["/a.png"], "revalidationDeadlineSeconds": 0 }),
             json!({ "srcImages": ["/a.png"], "revalidationDeadlineSeconds": MAX_DEADLINE_SECONDS }),
         ] {
@@ -1099,7 +1102,7 @@ mod tests {
     async fn sdk_capture_replays_cleanly() {
         let capture = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/sdk-capture.jsonl"
+            "/../tests/data/sdk-capture.jsonl"
         ))
         .expect("read tests/data/sdk-capture.jsonl");
         let fake = FakeVercel::start(FakeVercelConfig::new("tok_secret"))
