@@ -319,3 +319,35 @@ async fn a_project_lookup_without_an_answer_says_why() {
         ProjectLookup::NoAnswer("timeout after 100ms".into())
     );
 }
+
+/// A lookup reads at most 64 KiB of an answer: a project whose JSON fits is
+/// read whole however many chunks it comes in; a larger answer is cut (and
+/// then is no JSON the lookup can read).
+#[tokio::test]
+async fn a_project_lookup_reads_up_to_64_kib_of_the_answer() {
+    let project = |id: &str, name_len: usize| FakeProject {
+        id: id.into(),
+        name: "n".repeat(name_len),
+        team_id: None,
+        slug: None,
+    };
+    let api = api(FakeVercelConfig {
+        projects: vec![project("prj_fits", 40_000), project("prj_huge", 70_000)],
+        ..FakeVercelConfig::new(TOKEN)
+    })
+    .await;
+    let client = client(&api.base_url());
+    match client.project(&target("prj_fits")).await {
+        ProjectLookup::Found { id, name } => {
+            assert_eq!(id, "prj_fits");
+            assert_eq!(name.len(), 40_000, "read whole");
+        }
+        other => panic!("{other:?}"),
+    }
+    match client.project(&target("prj_huge")).await {
+        ProjectLookup::Found { id, name } => {
+            assert_eq!((id.as_str(), name.len()), ("", 0), "cut at 64 KiB")
+        }
+        other => panic!("{other:?}"),
+    }
+}
