@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
             token: args.token,
             fail_429: args.fail_429,
             retry_after_secs: args.retry_after,
+            retry_after_form: testkit::RetryAfterForm::Seconds,
             fail_500: args.fail_500,
             fixed_status: args.status,
             delay: args.delay.unwrap_or_default(),

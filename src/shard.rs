@@ -311,6 +311,12 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_shows_as_k_of_n() {
+        assert_eq!(Shard::new(2, 4).unwrap().to_string(), "2/4");
+        assert_eq!(Shard::new(0, 1).unwrap().to_string(), "0/1");
+    }
+
+    #[test]
     fn each_shard_has_its_own_state_file() {
         let s = Shard::new(2, 4).unwrap();
         assert_eq!(

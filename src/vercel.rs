@@ -187,6 +187,7 @@ pub struct VercelClient {
     deadline: Option<u64>,
     retry: RetryPolicy,
     call_timeout: Duration,
+    max_retry_after: Duration,
 }
 
 impl VercelClient {
@@ -224,12 +225,20 @@ impl VercelClient {
             deadline: cfg.revalidation_deadline_seconds,
             retry: RetryPolicy::default(),
             call_timeout: CALL_TIMEOUT,
+            max_retry_after: MAX_RETRY_AFTER,
         })
     }
 
     /// Shortens the timeout of one call (tests; the default is [`CALL_TIMEOUT`]).
     pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+
+    /// Lowers the longest `Retry-After` waited for (tests; the default is
+    /// [`MAX_RETRY_AFTER`]).
+    pub fn with_max_retry_after(mut self, cap: Duration) -> Self {
+        self.max_retry_after = cap;
         self
     }
 
@@ -426,7 +435,7 @@ impl VercelClient {
                             );
                         }
                         429 => match retry_after {
-                            Some(d) if d > MAX_RETRY_AFTER => {
+                            Some(d) if d > self.max_retry_after => {
                                 return (calls, Err(PurgeError::RateLimited { secs: d.as_secs() }));
                             }
                             Some(d) => (
@@ -668,8 +677,20 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let p = RetryPolicy::default();
-        assert!(p.wait(0) <= Duration::from_millis(500));
-        assert!(p.wait(0) >= Duration::from_millis(250));
-        assert!(p.wait(10) <= Duration::from_secs(20));
+        // Jitter: between half and all of base * 2^n, never more, never less.
+        let within = |n: u32, low: Duration, high: Duration| {
+            for _ in 0..200 {
+                let w = p.wait(n);
+                assert!(w >= low && w <= high, "wait({n}) = {w:?}");
+            }
+        };
+        within(0, Duration::from_millis(250), Duration::from_millis(500));
+        within(1, Duration::from_millis(500), Duration::from_secs(1));
+        within(3, Duration::from_secs(2), Duration::from_secs(4));
+        // Capped at max_wait (20 s), jitter below it.
+        within(10, Duration::from_secs(10), Duration::from_secs(20));
+        within(40, Duration::from_secs(10), Duration::from_secs(20));
+        let spread: std::collections::BTreeSet<Duration> = (0..50).map(|_| p.wait(0)).collect();
+        assert!(spread.len() > 1, "jittered, not fixed");
     }
 }

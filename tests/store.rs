@@ -398,3 +398,44 @@ async fn a_store_that_refuses_writes_still_gets_a_summary_naming_the_cause_and_e
         "the store and the cause are named: {out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bare_relative_state_flag_is_a_file_in_the_working_folder() {
+    let h = two().await;
+    let config = config_file(&h, TWO);
+    let (code, _, stderr) = run(&h, &config, &["--state", "here.db", "once"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let here = h.dir.path().join("here.db");
+    assert!(here.is_file(), "the store is in the working folder");
+    assert!(
+        !h.state_path().exists(),
+        "state: in the config is overridden"
+    );
+    let store = store::open(store::StateLocation::File(here.clone()), None, Access::Read)
+        .await
+        .unwrap();
+    let rows = store.show(None, &[]).await.unwrap();
+    assert!(
+        rows.iter().any(|r| r.src == "/gone.png"),
+        "the pass was recorded there: {rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_that_cannot_be_read_is_an_error_not_an_empty_store() {
+    let h = two().await;
+    // Not missing (that is a first run): there, but not a database.
+    std::fs::create_dir(h.state_path()).unwrap();
+    let config = config_file(&h, TWO);
+    let (code, stdout, stderr) = run(&h, &config, &["once"]);
+    assert_ne!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&h.state_path().display().to_string()),
+        "names the store: {stderr}"
+    );
+    assert!(
+        h.api.calls().is_empty(),
+        "nothing is called on a store it cannot read"
+    );
+    assert_eq!(h.origin.total(), 0, "nothing is probed either");
+}

@@ -54,6 +54,9 @@ pub struct FakeVercelConfig {
     pub fail_429: u32,
     /// The `Retry-After` value, in seconds, sent with those 429s.
     pub retry_after_secs: u64,
+    /// How the 429s say `Retry-After`: as seconds, as an HTTP date that many
+    /// seconds from now, or not at all.
+    pub retry_after_form: RetryAfterForm,
     /// After the 429s, this many valid calls are answered 500.
     pub fail_500: u32,
     /// After the faults above, every valid call gets this status (with a
@@ -67,6 +70,18 @@ pub struct FakeVercelConfig {
     pub origin: Option<String>,
     /// The projects `GET /v9/projects/{idOrName}` knows (`check --online`).
     pub projects: Vec<FakeProject>,
+}
+
+/// How a 429 carries its `Retry-After` (RFC 9110 allows seconds or a date).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RetryAfterForm {
+    /// `Retry-After: 7`.
+    #[default]
+    Seconds,
+    /// `Retry-After: Wed, 21 Oct 2026 07:28:07 GMT`, `retry_after_secs` from now.
+    HttpDate,
+    /// No `Retry-After` header: the client backs off on its own.
+    Absent,
 }
 
 /// A project the fake serves on `GET /v9/projects/{idOrName}?teamId=&slug=`.
@@ -107,6 +122,7 @@ impl Default for FakeVercelConfig {
             token: "test-token".to_owned(),
             fail_429: 0,
             retry_after_secs: 1,
+            retry_after_form: RetryAfterForm::Seconds,
             fail_500: 0,
             fixed_status: None,
             delay: std::time::Duration::ZERO,
@@ -271,7 +287,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Reply {
     status: StatusCode,
     error: Option<(&'static str, String)>,
-    retry_after: Option<u64>,
+    retry_after: Option<HeaderValue>,
     /// A JSON body for a 2xx (the project lookup).
     body: Option<Value>,
 }
@@ -311,10 +327,8 @@ impl Reply {
             )
                 .into_response(),
         };
-        if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        if let Some(value) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }
@@ -628,7 +642,7 @@ fn next_valid_reply(state: &mut FakeState) -> Reply {
     state.valid_calls += 1;
     let cfg = &state.cfg;
     if n < u64::from(cfg.fail_429) {
-        return rate_limited(cfg.retry_after_secs);
+        return rate_limited(cfg.retry_after_secs, cfg.retry_after_form);
     }
     if n < u64::from(cfg.fail_429) + u64::from(cfg.fail_500) {
         return Reply::error(
@@ -638,14 +652,23 @@ fn next_valid_reply(state: &mut FakeState) -> Reply {
         );
     }
     match cfg.fixed_status {
-        Some(status) => fixed_reply(status, cfg.retry_after_secs),
+        Some(status) => fixed_reply(status, cfg.retry_after_secs, cfg.retry_after_form),
         None => Reply::ok(),
     }
 }
 
-fn rate_limited(retry_after_secs: u64) -> Reply {
+fn rate_limited(retry_after_secs: u64, form: RetryAfterForm) -> Reply {
+    let retry_after = match form {
+        RetryAfterForm::Seconds => Some(HeaderValue::from(retry_after_secs)),
+        RetryAfterForm::HttpDate => {
+            let at =
+                std::time::SystemTime::now() + std::time::Duration::from_secs(retry_after_secs);
+            HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
+        }
+        RetryAfterForm::Absent => None,
+    };
     Reply {
-        retry_after: Some(retry_after_secs),
+        retry_after,
         ..Reply::error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -656,7 +679,7 @@ fn rate_limited(retry_after_secs: u64) -> Reply {
 
 /// A Vercel-like answer for `fixed_status`; the messages name the
 /// condition so a client's error output can be asserted on.
-fn fixed_reply(status: u16, retry_after_secs: u64) -> Reply {
+fn fixed_reply(status: u16, retry_after_secs: u64, form: RetryAfterForm) -> Reply {
     let Ok(code) = StatusCode::from_u16(status) else {
         return Reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -688,7 +711,7 @@ fn fixed_reply(status: u16, retry_after_secs: u64) -> Reply {
         ),
         404 => ("not_found", "404: project not found".to_owned()),
         410 => ("gone", "410: the project no longer exists".to_owned()),
-        429 => return rate_limited(retry_after_secs),
+        429 => return rate_limited(retry_after_secs, form),
         500 => (
             "internal_server_error",
             "500: an unexpected internal error occurred".to_owned(),

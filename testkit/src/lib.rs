@@ -14,6 +14,7 @@ pub use fake_origin::{Behavior, FakeOrigin};
 pub use fake_site::{FakeSite, Reply};
 pub use fake_vercel::{
     FakeProject, FakeVercel, FakeVercelConfig, INVALIDATE_PATH, PURGE_PATH, RecordedCall,
+    RetryAfterForm,
 };
 
 use std::io::Write;

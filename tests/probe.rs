@@ -1,0 +1,256 @@
+//! The prober on its own, against the fake origin on loopback: the answers
+//! whose meaning depends on which request got them (a 416 to the ranged GET,
+//! HEAD and GET disagreeing), redirect chains at and past the limit, the
+//! backoff between retries, a 429's hold on its host, and the per-host
+//! limits forgotten on reload. Waits run on tokio's paused clock, so a
+//! backoff is measured exactly.
+
+use std::time::Duration;
+
+use origin_watch::probe::{ProbeRules, Prober, Verdict};
+use testkit::fake_origin::{Behavior, FakeOrigin};
+
+fn rules() -> ProbeRules {
+    ProbeRules {
+        retries: 0,
+        ..ProbeRules::default()
+    }
+}
+
+async fn origin(routes: &[(&str, Behavior)]) -> FakeOrigin {
+    FakeOrigin::start(
+        routes.iter().map(|(p, b)| (p.to_string(), b.clone())),
+        Behavior::Status(404),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_416_to_the_ranged_get_is_an_empty_file_but_to_a_head_it_says_nothing() {
+    let o = origin(&[
+        (
+            "/empty.png",
+            Behavior::HeadGet {
+                head: 405,
+                get: 416,
+            },
+        ),
+        (
+            "/odd.png",
+            Behavior::HeadGet {
+                head: 416,
+                get: 200,
+            },
+        ),
+        (
+            "/gone-empty.png",
+            Behavior::HeadGet {
+                head: 404,
+                get: 416,
+            },
+        ),
+    ])
+    .await;
+    let prober = Prober::new().unwrap();
+    let empty = prober.probe(&o.url("/empty.png"), &rules()).await;
+    assert_eq!(
+        (empty.verdict, empty.status, empty.note.as_deref()),
+        (Verdict::Present, Some(416), Some("HEAD 405, GET 416"))
+    );
+    let odd = prober.probe(&o.url("/odd.png"), &rules()).await;
+    assert_eq!(
+        (odd.verdict, odd.status),
+        (Verdict::Inconclusive, Some(416))
+    );
+    assert_eq!(
+        o.count("GET", "/odd.png"),
+        0,
+        "only a gone HEAD is confirmed"
+    );
+    // HEAD says gone, the confirming ranged GET finds an empty file.
+    let disagree = prober.probe(&o.url("/gone-empty.png"), &rules()).await;
+    assert_eq!(
+        (disagree.verdict, disagree.status, disagree.note.as_deref()),
+        (
+            Verdict::Inconclusive,
+            Some(416),
+            Some("HEAD answered 404 but GET answered 416")
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_head_get_disagreement_is_noted_and_a_confirmed_gone_is_not() {
+    let o = origin(&[(
+        "/edge.png",
+        Behavior::HeadGet {
+            head: 404,
+            get: 200,
+        },
+    )])
+    .await;
+    let prober = Prober::new().unwrap();
+    let edge = prober.probe(&o.url("/edge.png"), &rules()).await;
+    assert_eq!(edge.verdict, Verdict::Inconclusive);
+    assert_eq!(edge.status, Some(200));
+    assert_eq!(
+        edge.note.as_deref(),
+        Some("HEAD answered 404 but GET answered 200")
+    );
+    let gone = prober.probe(&o.url("/missing.png"), &rules()).await;
+    assert_eq!((gone.verdict, gone.status), (Verdict::Gone, Some(404)));
+    assert_eq!(gone.note, None);
+    assert_eq!(o.count("GET", "/missing.png"), 1, "the gone was confirmed");
+}
+
+#[tokio::test]
+async fn a_redirect_chain_is_followed_up_to_the_limit_and_no_further() {
+    let hop = |to: &str| Behavior::Redirect {
+        status: 301,
+        to: to.to_owned(),
+    };
+    let o = origin(&[
+        ("/a.png", hop("/b.png")),
+        ("/b.png", hop("/c.png")),
+        ("/c.png", hop("/d.png")),
+        ("/d.png", Behavior::Present),
+    ])
+    .await;
+    let prober = Prober::new().unwrap();
+    let with = |follow_redirects| ProbeRules {
+        follow_redirects,
+        ..rules()
+    };
+    let three = prober.probe(&o.url("/a.png"), &with(3)).await;
+    assert_eq!((three.verdict, three.status), (Verdict::Present, Some(200)));
+    assert_eq!(o.count("HEAD", "/d.png"), 1, "three hops reach /d.png");
+
+    o.clear();
+    let two = prober.probe(&o.url("/a.png"), &with(2)).await;
+    assert_eq!(
+        (two.verdict, two.status),
+        (Verdict::Inconclusive, Some(301))
+    );
+    assert_eq!(two.note.as_deref(), Some("more than 2 redirects"));
+    assert_eq!(o.count("HEAD", "/c.png"), 1);
+    assert_eq!(o.count("HEAD", "/d.png"), 0, "the third hop is not taken");
+
+    let none = prober.probe(&o.url("/a.png"), &with(0)).await;
+    assert_eq!(
+        none.note.as_deref(),
+        Some("redirect 301 not followed (follow_redirects: 0)")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn inconclusive_probes_are_retried_with_a_growing_jittered_capped_backoff() {
+    let o = origin(&[("/busy.png", Behavior::Status(503))]).await;
+    let prober = Prober::new()
+        .unwrap()
+        .with_retry_base(Duration::from_secs(1));
+    let two = prober
+        .probe(
+            &o.url("/busy.png"),
+            &ProbeRules {
+                retries: 2,
+                ..rules()
+            },
+        )
+        .await;
+    assert_eq!((two.verdict, two.attempts), (Verdict::Inconclusive, 3));
+    assert_eq!(o.count("HEAD", "/busy.png"), 3);
+    // 1 s and 2 s, each plus up to half again.
+    assert!(
+        two.elapsed >= Duration::from_secs(3) && two.elapsed < Duration::from_millis(4500),
+        "{:?}",
+        two.elapsed
+    );
+    // 1, 2, 4 and 8 s, jittered, but no wait is longer than 5 s.
+    let four = prober
+        .probe(
+            &o.url("/busy.png"),
+            &ProbeRules {
+                retries: 4,
+                ..rules()
+            },
+        )
+        .await;
+    assert_eq!(four.attempts, 5);
+    assert!(
+        four.elapsed >= Duration::from_secs(12) && four.elapsed <= Duration::from_millis(14500),
+        "{:?}",
+        four.elapsed
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_holds_its_host_back_one_second_without_retry_after_and_the_cap_with_a_long_one() {
+    let o = origin(&[
+        ("/plain-429.png", Behavior::Status(429)),
+        (
+            "/long-429.png",
+            Behavior::TooManyRequests {
+                retry_after_secs: 600,
+            },
+        ),
+        ("/ok.png", Behavior::Present),
+    ])
+    .await;
+    let prober = Prober::new()
+        .unwrap()
+        .with_max_host_backoff(Duration::from_secs(3));
+    let first = prober.probe(&o.url("/plain-429.png"), &rules()).await;
+    assert_eq!(first.verdict, Verdict::Inconclusive);
+    let next = prober.probe(&o.url("/ok.png"), &rules()).await;
+    assert_eq!(next.verdict, Verdict::Present);
+    assert!(
+        next.elapsed >= Duration::from_secs(1) && next.elapsed < Duration::from_millis(1100),
+        "no Retry-After: a second, waited {:?}",
+        next.elapsed
+    );
+    prober.probe(&o.url("/long-429.png"), &rules()).await;
+    let capped = prober.probe(&o.url("/ok.png"), &rules()).await;
+    assert!(
+        capped.elapsed >= Duration::from_secs(3) && capped.elapsed < Duration::from_millis(3100),
+        "Retry-After 600 capped at 3 s, waited {:?}",
+        capped.elapsed
+    );
+}
+
+#[tokio::test]
+async fn reset_host_limits_lets_a_reload_change_the_per_host_limit() {
+    let o = origin(&[]).await;
+    o.set_default(Behavior::Slow(Duration::from_millis(300)));
+    let prober = Prober::new().unwrap();
+    let burst = |per_host_concurrency: usize| {
+        let prober = &prober;
+        let o = &o;
+        async move {
+            let rules = ProbeRules {
+                per_host_concurrency,
+                ..rules()
+            };
+            let probes = (0..4).map(|i| {
+                let url = o.url(&format!("/{i}.png"));
+                let rules = rules.clone();
+                async move { prober.probe(&url, &rules).await }
+            });
+            for obs in futures::future::join_all(probes).await {
+                assert_eq!(obs.verdict, Verdict::Present);
+            }
+        }
+    };
+    burst(1).await;
+    assert_eq!(o.max_in_flight(), 1, "one at a time to the host");
+    // Without a reset the host keeps the limit it was first probed with.
+    burst(4).await;
+    assert_eq!(
+        o.max_in_flight(),
+        1,
+        "the host's limit is kept across passes"
+    );
+    prober.reset_host_limits();
+    burst(4).await;
+    assert_eq!(o.max_in_flight(), 4, "after a reload, the new limit");
+}
