@@ -160,27 +160,29 @@ async fn inconclusive_probes_are_retried_with_a_growing_jittered_capped_backoff(
         .await;
     assert_eq!((two.verdict, two.attempts), (Verdict::Inconclusive, 3));
     assert_eq!(o.count("HEAD", "/busy.png"), 3);
-    // 1 s and 2 s, each plus up to half again.
+    // Half to all of 1 s, then of 2 s (src/backoff.rs).
     assert!(
-        two.elapsed >= Duration::from_secs(3) && two.elapsed < Duration::from_millis(4500),
+        two.elapsed >= Duration::from_millis(1500) && two.elapsed <= Duration::from_secs(3),
         "{:?}",
         two.elapsed
     );
-    // 1, 2, 4 and 8 s, jittered, but no wait is longer than 5 s.
-    let four = prober
+    // 1, 2, 4, then 8, 16, ... capped at 5 s: 1+2+4+5*5 = 32 s at most,
+    // half of it at least. Without the cap it would be 127.5 s at least;
+    // without growth, 8 s at most.
+    let eight = prober
         .probe(
             &o.url("/busy.png"),
             &ProbeRules {
-                retries: 4,
+                retries: 8,
                 ..rules()
             },
         )
         .await;
-    assert_eq!(four.attempts, 5);
+    assert_eq!(eight.attempts, 9);
     assert!(
-        four.elapsed >= Duration::from_secs(12) && four.elapsed <= Duration::from_millis(14500),
+        eight.elapsed >= Duration::from_secs(16) && eight.elapsed <= Duration::from_secs(32),
         "{:?}",
-        four.elapsed
+        eight.elapsed
     );
 }
 
