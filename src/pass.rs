@@ -873,13 +873,16 @@ impl Recording {
 
     async fn settle_oldest(&mut self, ctx: &PassContext, first_error: &mut Option<StoreError>) {
         if let Some(h) = self.in_flight.pop_front() {
-            let recorded = h.await.unwrap_or_else(|e| {
-                Err(StoreError::Query {
+            let recorded = match h.await {
+                Ok(recorded) => recorded,
+                // As for the pass's writes: a bug in the store stays a panic.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(StoreError::Query {
                     path: ctx.store.describe().into(),
                     what: "record an API call",
                     cause: Box::new(e),
-                })
-            });
+                }),
+            };
             if let Err(e) = recorded {
                 first_error.get_or_insert(e);
             }

@@ -3,7 +3,7 @@
 //! error classes, aliases, probing rules and state across restarts, each
 //! asserted on what the fake API and the origin actually received.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! write nothing; for SQLite also the version 1 migration and the single
 //! writer (through symlinks and hard links too).
 
-mod common;
+use crate::common;
 
 /// Runs `$name(Backend)` as two tests, `$name::sqlite` and `$name::postgres`.
 macro_rules! on_both {

@@ -5,7 +5,7 @@
 //! the other takes over when it is killed, shards of an Indexed Job sharing
 //! one database, and a database connection killed in the middle of a pass.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! cap, the canary, per-host politeness and origin 429s. Each test asserts
 //! what the fake Vercel API and the origin received.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! image cache: what a visitor sees before and after origin-watch acts, and
 //! what the fake API received.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! no pass may exit 3. The CronJob runs as its Indexed Job does: `--shards N`
 //! from its arguments, one pass per shard per run, each with its own state.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! or the unlucky operator over loopback and asserts on what the fakes
 //! received and what origin-watch printed.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

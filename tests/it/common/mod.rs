@@ -2,11 +2,6 @@
 //! config pointed at them, and passes run through the real pass code, each
 //! with the state file opened afresh (as a `once` run would).
 
-#![allow(
-    dead_code,
-    reason = "each test file uses a different part of the harness"
-)]
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,10 +174,6 @@ impl Harness {
     /// The store as `state:` names it.
     pub fn location(&self) -> store::StateLocation {
         store::StateLocation::parse(&self.state, std::path::Path::new("")).unwrap()
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        self.state.starts_with("postgres")
     }
 
     pub fn state_path(&self) -> std::path::PathBuf {

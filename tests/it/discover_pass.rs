@@ -4,7 +4,7 @@
 //! deleted together with the page that showed it is still purged; a failed
 //! discovery forgets nothing; `every` spaces discoveries.
 
-mod common;
+use crate::common;
 
 use common::Harness;
 use testkit::fake_origin::Behavior;
