@@ -4,7 +4,8 @@
 //!
 //! Data flows one way, and the modules are listed in that order:
 //!
-//! - [`cli`]: the command line (clap derive); [`app`] wires the commands.
+//! - [`cli`]: the command line (clap derive); [`app`] wires the commands; [`setup`] is what
+//!   `once`, `audit` and `run` share (config as amended, pass context, summary, errors).
 //! - [`config`]: `watch.yaml`, parsed raw and then checked into a [`config::Config`];
 //!   [`sources`] turns a watch's images into deduplicated, alias-grouped probe targets.
 //! - [`discover`]: finds a watch's sources on its site (sitemaps, pages, a list); knows
@@ -68,6 +69,7 @@ pub mod progress;
 pub mod redact;
 pub mod report;
 pub mod schedule;
+pub mod setup;
 pub mod shard;
 pub mod sidecar;
 pub mod sources;

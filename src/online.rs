@@ -7,10 +7,10 @@
 
 use std::io::Write;
 
-use crate::app::AppError;
 use crate::config::{Config, Watch};
 use crate::exit::Exit;
 use crate::redact::for_stdout;
+use crate::setup::AppError;
 use crate::vercel::{ProjectLookup, PurgeTarget, VercelClient};
 
 /// Runs the checks and prints one line per watch (and per problem) on stdout.

@@ -10,8 +10,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::config::{ProbeTarget, Source, Watch};
-
 /// One shard of N (K is 0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -113,33 +111,6 @@ impl Shard {
             None => format!("{stem}.shard-{}-of-{}", self.index, self.count),
         };
         path.with_file_name(name)
-    }
-
-    /// The part of a watch this shard owns.
-    pub fn filter(&self, watch: &Watch) -> Watch {
-        let mut sources: Vec<Source> = Vec::new();
-        let mut probes: Vec<ProbeTarget> = Vec::new();
-        for probe in watch
-            .probes
-            .iter()
-            .filter(|p| self.owns(&watch.shard_key(p)))
-        {
-            let index = probes.len() as u32;
-            probes.push(ProbeTarget {
-                url: probe.url.clone(),
-                first: sources.len() as u32,
-                count: probe.count,
-            });
-            sources.extend(watch.sources_of(probe).iter().map(|s| Source {
-                src: s.src.clone(),
-                probe: index,
-            }));
-        }
-        Watch {
-            sources,
-            probes,
-            ..watch.clone_without_sources()
-        }
     }
 }
 
@@ -265,7 +236,7 @@ mod tests {
             for (src, shards) in &table {
                 let owner: Vec<u32> = (0..n)
                     .filter(|&k| {
-                        let part = Shard::new(k, n).unwrap().filter(w);
+                        let part = w.shard_part(Shard::new(k, n).unwrap());
                         part.sources.iter().any(|s| &*s.src == *src)
                     })
                     .collect();
@@ -285,7 +256,7 @@ mod tests {
         for n in [1, 2, 3, 4, 7, 16] {
             let mut seen: BTreeMap<String, u32> = BTreeMap::new();
             for k in 0..n {
-                let part = Shard::new(k, n).unwrap().filter(w);
+                let part = w.shard_part(Shard::new(k, n).unwrap());
                 for s in &part.sources {
                     let probe = &part.probes[s.probe as usize];
                     assert_eq!(part.probe_url(probe), format!("https://e.com{}", s.src));
@@ -304,7 +275,7 @@ mod tests {
         )
         .unwrap();
         for k in 0..3 {
-            let part = Shard::new(k, 3).unwrap().filter(&c.watches[0]);
+            let part = c.watches[0].shard_part(Shard::new(k, 3).unwrap());
             let srcs: Vec<&str> = part.sources.iter().map(|s| &*s.src).collect();
             assert_eq!(srcs.contains(&"/a.png"), srcs.contains(&"/alias.png"));
         }

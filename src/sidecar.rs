@@ -20,12 +20,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{AppError, context, load_config};
 use crate::cli::{Global, RunArgs};
 use crate::config::{Config, Watch};
 use crate::exit::Exit;
 use crate::metrics::{Health, Metrics};
 use crate::pass::{PassContext, run_pass};
+use crate::setup::{AppError, context, load_config};
 
 /// Runs one pass of one watch; the sidecar's only way to do work, so the
 /// scheduler can be tested with a stub.
@@ -180,7 +180,7 @@ pub async fn sidecar(
     let tracker = TaskTracker::new();
     let running: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>> = Arc::default();
     let clock = Clock::new();
-    let notifier = crate::app::notifier(&config, &args.pass)?.map(Arc::new);
+    let notifier = crate::setup::notifier(&config, &args.pass)?.map(Arc::new);
     let pass: PassFn = {
         let (ctx, health, shutdown, metrics) = (
             ctx.clone(),
@@ -207,7 +207,7 @@ pub async fn sidecar(
                 }
                 match outcome {
                     Ok(o) => {
-                        if let Err(e) = crate::app::print_outcome(&o) {
+                        if let Err(e) = crate::setup::print_outcome(&o) {
                             tracing::error!(error = %e, "cannot write the summary to stdout");
                         }
                         if o.store_error.is_some() {
@@ -311,7 +311,7 @@ pub async fn sidecar(
     if !clean {
         tracing::warn!(timeout = ?args.shutdown_timeout, "passes still running at the shutdown timeout; exiting 1 (every call they made is already recorded)");
     }
-    crate::app::report_written(&ctx, &args.pass.report)?;
+    crate::setup::report_written(&ctx, &args.pass.report)?;
     Ok(if clean { Exit::Ok } else { Exit::PurgeFailed })
 }
 

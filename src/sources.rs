@@ -63,6 +63,35 @@ pub struct SourceList {
     pub duplicates: usize,
 }
 
+/// The part of a list whose probe targets `keep` accepts, its indices
+/// rebuilt. A target keeps all of its sources: aliases stay together.
+pub fn retain(
+    sources: &[Source],
+    probes: &[ProbeTarget],
+    mut keep: impl FnMut(&ProbeTarget) -> bool,
+) -> (Vec<Source>, Vec<ProbeTarget>) {
+    let mut kept_sources: Vec<Source> = Vec::new();
+    let mut kept_probes: Vec<ProbeTarget> = Vec::new();
+    for probe in probes.iter().filter(|p| keep(p)) {
+        let index = kept_probes.len() as u32;
+        kept_probes.push(ProbeTarget {
+            url: probe.url.clone(),
+            first: kept_sources.len() as u32,
+            count: probe.count,
+        });
+        let first = probe.first as usize;
+        kept_sources.extend(
+            sources[first..first + probe.count as usize]
+                .iter()
+                .map(|s| Source {
+                    src: s.src.clone(),
+                    probe: index,
+                }),
+        );
+    }
+    (kept_sources, kept_probes)
+}
+
 impl SourceList {
     /// The sources that one probe target answers for.
     pub fn sources_of(&self, probe: &ProbeTarget) -> &[Source] {

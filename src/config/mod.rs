@@ -248,6 +248,19 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// The part of this watch that `shard` owns (by each probe target's
+    /// shard key; aliases stay together).
+    pub fn shard_part(&self, shard: Shard) -> Watch {
+        let (sources, probes) = crate::sources::retain(&self.sources, &self.probes, |p| {
+            shard.owns(&self.shard_key(p))
+        });
+        Watch {
+            sources,
+            probes,
+            ..self.clone_without_sources()
+        }
+    }
+
     /// The same watch with no sources (for a shard to fill).
     pub fn clone_without_sources(&self) -> Watch {
         Watch {
@@ -372,7 +385,7 @@ impl Config {
     /// state file (a shared database: its own ownership of each watch).
     pub fn apply_shard(&mut self, shard: Shard) {
         for w in &mut self.watches {
-            *w = Arc::new(shard.filter(w));
+            *w = Arc::new(w.shard_part(shard));
         }
         self.state = self.state.for_shard(shard);
         self.legacy_state = self.legacy_state.as_deref().map(|p| shard.state_path(p));
