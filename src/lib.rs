@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 //! origin-watch: probe source images at their origin, purge Vercel's image
 //! cache for the ones that are gone, and log every decision.
 //!

@@ -16,10 +16,10 @@ pub(super) const DEFAULT_STATE: &str = ".origin-watch/state.db";
 /// Version 1's default state file.
 const LEGACY_STATE: &str = ".origin-watch/state.json";
 /// The bounds of the counts in `defaults:` and the watches.
-pub const MAX_CONCURRENCY: usize = 10_000;
-pub const MAX_PURGES_PER_PASS: usize = 1_000_000;
-pub const MAX_CONFIRMATIONS: u32 = 1_000;
-pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+pub(super) const MAX_CONCURRENCY: usize = 10_000;
+pub(super) const MAX_PURGES_PER_PASS: usize = 1_000_000;
+pub(super) const MAX_CONFIRMATIONS: u32 = 1_000;
+pub(super) const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Collects every problem rather than stopping at the first.
 pub(super) struct Checker<'a> {

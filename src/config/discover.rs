@@ -51,8 +51,8 @@ pub struct Discover {
     pub images_url: Option<Url>,
 }
 
-pub const DEFAULT_MAX_PAGES: usize = 1000;
-pub const DEFAULT_EVERY: Duration = Duration::from_secs(3600);
+pub(super) const DEFAULT_MAX_PAGES: usize = 1000;
+pub(super) const DEFAULT_EVERY: Duration = Duration::from_secs(3600);
 
 /// Checks a watch's `discover:` block against `defaults.discover:`. `origin`
 /// is the watch's checked origin (the default `site`). Every problem names
