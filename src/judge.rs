@@ -230,6 +230,9 @@ pub fn judge(
                 status: obs.status,
                 reason: reason.clone(),
             });
+            // (New validators or a new candidate also change `rec`, so the
+            // last two terms only say what is meant; mutants: equivalent —
+            // `||` to `&&` between them cannot change the result.)
             let changed = old.as_ref() != Some(&rec) || validators.is_some() || candidate.is_some();
             let row = changed.then(|| row_for(rec, validators, candidate));
             Judged::Settled {
@@ -361,6 +364,59 @@ mod tests {
             present("\"b\"", 6),
         ];
         assert_eq!(run(&seq, &r), ["keep", "keep", "keep"]);
+    }
+
+    /// One pass of `judge` at `pass` (ten minutes apart).
+    fn once(obs: &Observation, old: Option<Rec>, r: &Rules, pass: i64) -> Judged {
+        let (src, probe): (Arc<str>, Arc<str>) =
+            (Arc::from("/a.png"), Arc::from("https://e.com/a.png"));
+        let now = DateTime::<Utc>::from_timestamp(1_800_000_000 + 600 * pass, 0).unwrap();
+        judge(&src, &probe, obs, old, LISTED, r, now)
+    }
+
+    fn written(j: Judged) -> RowWrite {
+        match j {
+            Judged::Settled { row, .. } | Judged::Due { row, .. } => row.expect("a row is written"),
+        }
+    }
+
+    #[test]
+    fn switching_to_ignore_drops_a_change_seen_but_not_confirmed() {
+        let (watch, ignore) = (rules("invalidate", 3), rules("ignore", 3));
+        let a = written(once(&present("\"a\"", 5), None, &watch, 0)).rec;
+        let seen = written(once(&present("\"b\"", 6), Some(a), &watch, 1));
+        assert_ne!(seen.rec.candidate, 0, "the change is a candidate");
+        let dropped = written(once(&present("\"b\"", 6), Some(seen.rec), &ignore, 2));
+        assert_eq!(
+            (dropped.rec.candidate, dropped.rec.candidate_streak),
+            (0, 0)
+        );
+        assert!(
+            matches!(dropped.candidate, Some(None)),
+            "the stored candidate is cleared"
+        );
+    }
+
+    #[test]
+    fn a_due_invalidation_writes_its_confirmed_streak_first() {
+        let r = rules("invalidate", 2);
+        let a = written(once(&present("\"a\"", 5), None, &r, 0)).rec;
+        let seen = written(once(&present("\"b\"", 6), Some(a), &r, 1)).rec;
+        assert_eq!(seen.candidate_streak, 1);
+        match once(&present("\"b\"", 6), Some(seen), &r, 2) {
+            Judged::Due { due, row } => {
+                assert_eq!(due.endpoint, Endpoint::Invalidate);
+                // Written before the call, so that a withheld or failed
+                // call finds the streak where it stood.
+                let row = row.expect("the row as it stands");
+                assert_eq!(row.rec.candidate_streak, 2);
+                assert!(
+                    row.candidate.is_none(),
+                    "the candidate itself did not change"
+                );
+            }
+            Judged::Settled { decision, .. } => panic!("settled as {decision:?}"),
+        }
     }
 
     #[test]
