@@ -521,7 +521,54 @@ pub async fn open(
 
 #[cfg(test)]
 mod tests {
-    use super::Rec;
+    use super::{Rec, Validators, rfc3339};
+
+    fn v(etag: Option<&str>, last_modified: Option<&str>, length: Option<u64>) -> Validators {
+        Validators {
+            etag: etag.map(str::to_owned),
+            last_modified: last_modified.map(str::to_owned),
+            length,
+        }
+    }
+
+    #[test]
+    fn times_print_as_rfc3339_in_utc_to_the_second() {
+        assert_eq!(rfc3339(1_800_000_000_123), "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn validators_are_empty_only_with_no_field_at_all() {
+        assert!(Validators::default().is_empty());
+        assert!(!v(Some("\"a\""), None, None).is_empty());
+        assert!(!v(None, Some("Tue, 01 Dec 2026 10:00:00 GMT"), None).is_empty());
+        assert!(!v(None, None, Some(5)).is_empty());
+    }
+
+    /// The identity is the ETag and the length; Last-Modified alone (which a
+    /// deploy rewrites without new bytes) identifies nothing.
+    #[test]
+    fn identity_needs_an_etag_or_a_length_and_all_sees_every_field() {
+        let lm = Some("Tue, 01 Dec 2026 10:00:00 GMT");
+        assert_eq!(Validators::default().identity(), 0);
+        assert_eq!(v(None, lm, None).identity(), 0);
+        assert_ne!(v(Some("\"a\""), None, None).identity(), 0);
+        assert_ne!(v(None, None, Some(5)).identity(), 0);
+        assert_ne!(
+            v(Some("\"a\""), None, None).identity(),
+            v(Some("\"b\""), None, None).identity()
+        );
+        assert_eq!(
+            v(Some("\"a\""), lm, Some(5)).identity(),
+            v(Some("\"a\""), None, Some(5)).identity()
+        );
+
+        assert_eq!(Validators::default().all(), 0);
+        assert_ne!(v(None, lm, None).all(), 0);
+        assert_ne!(
+            v(Some("\"a\""), lm, Some(5)).all(),
+            v(Some("\"a\""), None, Some(5)).all()
+        );
+    }
 
     /// A pass holds one record per source: a million of them. The gone
     /// episode is boxed so that the 95% that are present do not pay for it.
