@@ -141,6 +141,24 @@ impl List {
     }
 }
 
+/// The outcome of a store task the pass spawned (a write batch or a call
+/// record). A bug in the store is not a store error: its panic goes on.
+fn joined(
+    task: Result<Result<(), StoreError>, tokio::task::JoinError>,
+    store: &dyn Store,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    match task {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StoreError::Query {
+            path: store.describe().into(),
+            what,
+            cause: Box::new(e),
+        }),
+    }
+}
+
 /// The pass's writes, flushed in batches with at most one in flight.
 struct Writer {
     store: Arc<dyn Store>,
@@ -187,16 +205,7 @@ impl Writer {
 
     async fn settle_oldest(&mut self) {
         if let Some(h) = self.in_flight.pop_front() {
-            let result = match h.await {
-                Ok(result) => result,
-                // A bug in the store is not a store error: it stays a panic.
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => Err(StoreError::Query {
-                    path: self.store.describe().into(),
-                    what: "write a pass's changes",
-                    cause: Box::new(e),
-                }),
-            };
+            let result = joined(h.await, &*self.store, "write a pass's changes");
             if let Err(e) = result {
                 self.error.get_or_insert(e);
             }
@@ -873,16 +882,7 @@ impl Recording {
 
     async fn settle_oldest(&mut self, ctx: &PassContext, first_error: &mut Option<StoreError>) {
         if let Some(h) = self.in_flight.pop_front() {
-            let recorded = match h.await {
-                Ok(recorded) => recorded,
-                // As for the pass's writes: a bug in the store stays a panic.
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => Err(StoreError::Query {
-                    path: ctx.store.describe().into(),
-                    what: "record an API call",
-                    cause: Box::new(e),
-                }),
-            };
+            let recorded = joined(h.await, &*ctx.store, "record an API call");
             if let Err(e) = recorded {
                 first_error.get_or_insert(e);
             }

@@ -152,7 +152,9 @@ struct Wake {
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> rusqlite::Result<Checkpointer> {
+    fn start(
+        path: &Path,
+    ) -> std::result::Result<Checkpointer, Box<dyn std::error::Error + Send + Sync>> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let wake: Arc<(Mutex<Wake>, std::sync::Condvar)> = Arc::default();
@@ -190,7 +192,7 @@ impl Checkpointer {
                     }
                 }
             })
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+?;
         Ok(Checkpointer {
             wake,
             thread: Some(thread),
@@ -363,10 +365,9 @@ impl SqliteStore {
                 // it by another name (a hard link: another WAL name) reads it.
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                     .map_err(|e| open_err(Box::new(e)))?;
-                let checkpointer = conn
-                    .pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)
-                    .and_then(|_| Checkpointer::start(path))
+                conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)
                     .map_err(|e| open_err(Box::new(e)))?;
+                let checkpointer = Checkpointer::start(path).map_err(open_err)?;
                 Ok(SqliteStore {
                     checkpointer: Some(checkpointer),
                     path: path.to_owned(),
