@@ -27,7 +27,8 @@ use crate::probe::{Observation, ProbeRules, Prober, Verdict};
 use crate::report::{DiscoverySummary, Record, Reporter, WatchSummary, now_rfc3339};
 use crate::sources::{ProbeTarget, Source, SourceList};
 use crate::store::{
-    Endpoint, HistoryRow, LedgerEntry, Millis, Rec, RowWrite, Store, StoreError, millis,
+    Endpoint, HistoryRow, LedgerEntry, Millis, RECORDS_IN_FLIGHT, Rec, RowWrite, Store, StoreError,
+    WRITES_IN_FLIGHT, millis,
 };
 use crate::vercel::{PurgeError, PurgeTarget, VercelClient};
 
@@ -159,22 +160,17 @@ fn joined(
     }
 }
 
-/// The pass's writes, flushed in batches with at most one in flight.
+/// The pass's writes, flushed in batches with at most
+/// [`WRITES_IN_FLIGHT`] in flight.
 struct Writer {
     store: Arc<dyn Store>,
     watch: String,
     rows: Vec<RowWrite>,
     history: Vec<HistoryRow>,
     /// Batches being written, oldest first; at most [`WRITES_IN_FLIGHT`].
-    /// Their rows never overlap (a source is written once per pass before
-    /// the calls), so they may commit in any order.
     in_flight: std::collections::VecDeque<JoinHandle<Result<(), StoreError>>>,
     error: Option<StoreError>,
 }
-
-/// Write batches under way at once: two keep a shared database (whose
-/// pool has more than one connection) busy while the next batch fills.
-const WRITES_IN_FLIGHT: usize = 2;
 
 impl Writer {
     fn new(store: Arc<dyn Store>, watch: &str) -> Writer {
@@ -847,9 +843,6 @@ fn shutdown_withheld(reason: &str) -> String {
 struct Recording {
     in_flight: std::collections::VecDeque<JoinHandle<Result<(), StoreError>>>,
 }
-
-/// Calls being recorded at once (see [`Recording`]).
-const RECORDS_IN_FLIGHT: usize = 4;
 
 impl Recording {
     async fn record(

@@ -107,10 +107,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How long a query is retried while the database cannot be reached.
 pub const RETRY_FOR: Duration = Duration::from_secs(60);
-/// Connections in the pool: a pass has two row writes in flight while it
-/// probes, then up to four calls being recorded (`src/pass.rs`); readers
-/// and the health check take one when it is free (within 30 s and 5 s).
-const POOL_SIZE: usize = 4;
+/// Connections in the pool: one for each row write and call record a pass
+/// keeps in flight (each holds its connection until its commit is flushed),
+/// so none waits for another's flush; readers and the health check take one
+/// when it is free (within 30 s and 5 s). Connections are opened as needed.
+const POOL_SIZE: usize = super::WRITES_IN_FLIGHT + super::RECORDS_IN_FLIGHT;
 
 const SOURCE_COLUMNS: &str = "src, probe, referenced, unreferenced_since, first_seen, seen_in, \
      last_verdict, last_status, last_decision, gone_streak, gone_since, last_gone, gone_status, \
