@@ -287,6 +287,33 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU seconds this process has used, and the part of it that threads
+/// named `name` used (from `/proc`; clock ticks of 10 ms, so a figure over
+/// a second or more is good to about 1%).
+fn cpu_seconds(name: &str) -> (f64, f64) {
+    let ticks = |stat: &str| -> f64 {
+        // After the command name's closing parenthesis: utime and stime are
+        // the 12th and 13th fields.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+        (n(11) + n(12)) / 100.0
+    };
+    let all = ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
+    let mut named = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            named += ticks(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default());
+        }
+    }
+    (all, named)
+}
+
 /// Probe latencies, in microseconds.
 #[derive(Default)]
 struct Latencies(Mutex<Vec<u32>>);
@@ -685,13 +712,20 @@ fn discover_child() {
     let (found, elapsed) = runtime.block_on(async {
         let prober = Arc::new(Prober::new().expect("prober"));
         let discoverer = origin_watch::discover::Discoverer::new(prober).expect("discoverer");
+        let cpu_before = cpu_seconds("fake-site");
         let started = Instant::now();
         let found = discoverer
             .discover_watch(&config.watches[0], &CancellationToken::new())
             .await
             .expect("a discover: block");
-        (found, started.elapsed())
+        let elapsed = started.elapsed();
+        let cpu_after = cpu_seconds("fake-site");
+        (found, (elapsed, cpu_before, cpu_after))
     });
+    let (elapsed, (all0, site0), (all1, site1)) = elapsed;
+    // The client's CPU per page: the process's, less the site's thread.
+    let client_us = ((all1 - all0) - (site1 - site0)) * 1e6 / SITE_PAGES as f64;
+    let site_us = (site1 - site0) * 1e6 / SITE_PAGES as f64;
     assert!(
         found.complete(),
         "{:?}",
@@ -709,7 +743,8 @@ fn discover_child() {
     let ratio = wrk.map_or("-".to_owned(), |r| format!("{:.2}", pages_per_s / r));
     println!(
         "discovery: {} pages, {} sitemaps, {} sources in {:.2} s: {:.0} pages/s, {:.0} sources/s; \
-         wrk GET of one page: {wrk_text}/s (ratio {ratio}); peak RSS {:.1} MB",
+         wrk GET of one page: {wrk_text}/s (ratio {ratio}); peak RSS {:.1} MB; \
+         CPU us/page: client {client_us:.0}, site {site_us:.0}",
         found.pages_read,
         found.sitemaps_read,
         found.sources.len(),

@@ -15,10 +15,11 @@ pub mod fetch;
 pub mod html;
 pub mod sitemap;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
@@ -434,7 +435,14 @@ impl Job {
                     let site = site.clone();
                     let parsed = tokio::spawn(async move {
                         match html::scan(&body, &url, &site, links) {
-                            Ok(scan) => Done::Page { url, scan },
+                            Ok(mut scan) => {
+                                // A page names most of its sources several
+                                // times (`src` and each `srcset` candidate):
+                                // once each is enough for the caller.
+                                scan.sources.sort_unstable();
+                                scan.sources.dedup();
+                                Done::Page { url, scan }
+                            }
                             Err(e) => Done::Failed(e.into()),
                         }
                     });
