@@ -804,23 +804,45 @@ fn upsert_sql(first: usize, set_v: bool, set_c: bool) -> String {
     )
 }
 
-/// Rows of `sources` split by which of their text columns they replace
-/// (one `UNNEST` upsert each). A (watch, src) written twice keeps its last
-/// write: one statement may not touch a row twice.
-fn upsert_groups(rows: &[(String, RowWrite)]) -> [Columns; 4] {
+/// Rows of `sources` as column arrays: the rows to insert (new to the
+/// store when the pass loaded it), then the upserts split by which of
+/// their text columns they replace.
+#[derive(Default)]
+struct Groups {
+    /// Rows the pass saw no stored row for (`seen_in` set), for a plain
+    /// `INSERT`: a third cheaper for the server than an upsert that finds
+    /// no conflict. Empty unless asked for ([`upsert_groups`]).
+    fresh: Columns,
+    /// One `UNNEST` upsert each (see [`upsert_sql`]).
+    upserts: [Columns; 4],
+}
+
+/// Rows of `sources` as [`Groups`]; new rows are kept apart for a plain
+/// insert when `fresh_apart` says so. A (watch, src) written twice keeps
+/// its last write: one statement may not touch a row twice.
+fn upsert_groups(rows: &[(String, RowWrite)], fresh_apart: bool) -> Groups {
     let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(rows.len());
     for (i, (watch, w)) in rows.iter().enumerate() {
         last.insert((watch.as_str(), &*w.src), i);
     }
-    let mut groups: [Columns; 4] = Default::default();
+    let mut groups = Groups::default();
     for (i, (watch, w)) in rows.iter().enumerate() {
         if last.get(&(watch.as_str(), &*w.src)) != Some(&i) {
             continue;
         }
+        if fresh_apart && w.seen_in.is_some() {
+            groups.fresh.push(watch, w);
+            continue;
+        }
         let g = usize::from(w.validators.is_some()) * 2 + usize::from(w.candidate.is_some());
-        groups[g].push(watch, w);
+        groups.upserts[g].push(watch, w);
     }
     groups
+}
+
+/// Whether a statement failed on a unique key (SQLSTATE 23505).
+fn unique_violation(e: &PgError) -> bool {
+    matches!(e, PgError::Pg(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
 }
 
 /// History rows as column arrays, for one `UNNEST` insert.
@@ -904,8 +926,16 @@ impl<'a> OneStatement<'a> {
         ]);
     }
 
-    fn upserts(&mut self, groups: &'a [Columns; 4]) {
-        for (g, cols) in groups.iter().enumerate() {
+    fn upserts(&mut self, groups: &'a Groups) {
+        if !groups.fresh.src.is_empty() {
+            let n = self.next();
+            self.parts.push(format!(
+                "f AS (INSERT INTO sources ({UPSERT_COLUMNS}) SELECT * FROM UNNEST({}))",
+                unnest_args(n, &UPSERT_TYPES)
+            ));
+            self.params.extend(groups.fresh.params());
+        }
+        for (g, cols) in groups.upserts.iter().enumerate() {
             if cols.src.is_empty() {
                 continue;
             }
@@ -1045,20 +1075,34 @@ impl Store for PostgresStore {
             return Ok(());
         }
         self.require_writer("a pass")?;
-        let rows: Vec<(String, RowWrite)> =
-            rows.into_iter().map(|r| (watch.to_owned(), r)).collect();
-        let groups = Arc::new(upsert_groups(&rows));
-        drop(rows);
+        let rows: Arc<Vec<(String, RowWrite)>> =
+            Arc::new(rows.into_iter().map(|r| (watch.to_owned(), r)).collect());
+        let groups = Arc::new(upsert_groups(&rows, true));
         let history = Arc::new(history);
         let watch = Arc::<str>::from(watch);
         self.run("write a pass's changes", move |c| {
-            let (groups, history, watch) = (groups.clone(), history.clone(), watch.clone());
+            let (rows, groups, history, watch) =
+                (rows.clone(), groups.clone(), history.clone(), watch.clone());
             Box::pin(async move {
                 let h = HistoryColumns::new(&watch, &history);
                 let mut one = OneStatement::default();
                 one.upserts(&groups);
                 one.history(&h);
-                one.execute(c).await
+                match one.execute(c).await {
+                    // A row the pass took for new is there (nothing but
+                    // this watch's owner writes its rows, so it should not
+                    // be): the statement changed nothing, so the same rows
+                    // again, every one an upsert.
+                    Err(e) if unique_violation(&e) && !groups.fresh.src.is_empty() => {
+                        tracing::warn!(watch = %watch, "a row taken for new was already stored; writing the batch again as upserts");
+                        let all = upsert_groups(&rows, false);
+                        let mut one = OneStatement::default();
+                        one.upserts(&all);
+                        one.history(&h);
+                        one.execute(c).await
+                    }
+                    done => done,
+                }
             })
         })
         .await
@@ -1066,7 +1110,9 @@ impl Store for PostgresStore {
 
     async fn record_call(&self, call: LedgerEntry, effects: Vec<(String, RowWrite)>) -> Result<()> {
         self.require_writer("recording an API call")?;
-        let groups = Arc::new(upsert_groups(&effects));
+        // Upserts only: a call's source may have been inserted by this
+        // pass's own rows already.
+        let groups = Arc::new(upsert_groups(&effects, false));
         drop(effects);
         let params = Arc::new(LedgerParams {
             endpoint: call.endpoint.as_str(),

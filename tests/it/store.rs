@@ -28,6 +28,7 @@ on_both!(
     every_call_is_in_the_ledger_with_its_x_vercel_id,
     state_commands_and_explain_tell_the_story,
     a_dry_run_never_writes_the_store,
+    a_row_written_as_new_that_is_already_stored_is_updated,
 );
 
 use std::path::Path;
@@ -115,6 +116,61 @@ async fn history_has_a_row_only_when_a_decision_changes(backend: Backend) {
         .map(|h| h.decision.as_str())
         .collect();
     assert_eq!(gone, ["pending", "purge", "already_purged"]);
+}
+
+/// A row with `seen_in` is one the pass found no stored row for; the
+/// PostgreSQL store inserts those plainly. Should one be stored after all,
+/// the batch is written again as upserts: the last write wins, with its
+/// history, and nothing is lost.
+async fn a_row_written_as_new_that_is_already_stored_is_updated(backend: Backend) {
+    use origin_watch::policy::Decision;
+    use origin_watch::store::{HistoryRow, Rec, RowWrite};
+    let Some(h) = on(backend).await else { return };
+    let store = store::open(h.location(), None, Access::Write)
+        .await
+        .unwrap();
+    let write = |status: u16, at: i64| {
+        let mut rec = Rec::new(at, true);
+        rec.last_status = Some(status);
+        let row = RowWrite {
+            src: "/x.png".into(),
+            probe: "https://origin.example/x.png".into(),
+            rec,
+            validators: None,
+            candidate: None,
+            seen_in: Some("config".into()),
+        };
+        let history = HistoryRow {
+            at,
+            time: String::new(),
+            src: "/x.png".into(),
+            decision: if status == 200 {
+                Decision::Keep
+            } else {
+                Decision::Pending
+            },
+            status: Some(status),
+            reason: format!("answered {status}"),
+        };
+        // A second row in the batch, new for real, must be written too.
+        let mut other = row.clone();
+        other.src = format!("/y{at}.png").into();
+        store.write("site", vec![row, other], vec![history])
+    };
+    write(200, 1_000).await.unwrap();
+    write(404, 2_000).await.unwrap();
+    let rows = store.show(Some("site"), &[]).await.unwrap();
+    let srcs: Vec<&str> = rows.iter().map(|r| r.src.as_str()).collect();
+    assert_eq!(srcs, ["/x.png", "/y1000.png", "/y2000.png"]);
+    assert_eq!(rows[0].last_status, Some(404), "the last write wins");
+    let history: Vec<Option<u16>> = store
+        .history("site", "/x.png")
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.status)
+        .collect();
+    assert_eq!(history, [Some(200), Some(404)]);
 }
 
 async fn every_call_is_in_the_ledger_with_its_x_vercel_id(backend: Backend) {
