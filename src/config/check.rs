@@ -512,6 +512,7 @@ impl<'a> Checker<'a> {
         if self.problems.len() > before {
             return None;
         }
+        let (sources, probes, duplicates) = list.into_parts();
         Some(Watch {
             name,
             project,
@@ -520,9 +521,9 @@ impl<'a> Checker<'a> {
             origin,
             canary,
             rules: rules?,
-            sources: list.sources,
-            probes: list.probes,
-            duplicates: list.duplicates,
+            sources,
+            probes,
+            duplicates,
             discover,
         })
     }
