@@ -31,9 +31,9 @@ pub fn within_limit(src: &str) -> bool {
 /// probe target that answers for it.
 ///
 /// Only a source list makes one ([`Builder`], or a shard's part of a
-/// watch): the index is
-/// private, so it always names the target whose range holds the source.
-/// `src` is `pub(crate)` for the crate to read; outside, use [`Source::src`].
+/// watch): the index is private, so it always names the target whose range
+/// holds the source. `src` is `pub(crate)` for the crate to read; outside,
+/// use [`Source::src`].
 #[derive(Debug, Clone)]
 pub struct Source {
     pub(crate) src: Arc<str>,
@@ -66,10 +66,10 @@ pub enum ProbeUrl {
 /// A unique probe URL of a watch and the range of sources that share it.
 ///
 /// Only a source list makes one ([`Builder`], or a shard's part of a
-/// watch), and its fields
-/// are private: `first` and `count` index into the list's sources, so a
-/// target built or changed elsewhere could make slicing them panic or name
-/// the wrong sources. It is meaningful only with the list it came from.
+/// watch), and its fields are private: `first` and `count` index into the
+/// list's sources, so a target built or changed elsewhere could make
+/// slicing them panic or name the wrong sources. It is meaningful only with
+/// the list it came from.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
     url: ProbeUrl,
@@ -78,11 +78,6 @@ pub struct ProbeTarget {
 }
 
 impl ProbeTarget {
-    /// Where the target's URL comes from.
-    pub fn url(&self) -> &ProbeUrl {
-        &self.url
-    }
-
     /// How many sources share this target (at least one).
     pub fn count(&self) -> u32 {
         self.count
@@ -144,11 +139,6 @@ impl SourceList {
     /// The probe targets, each answering for a range of the sources.
     pub fn probes(&self) -> &[ProbeTarget] {
         &self.probes
-    }
-
-    /// How many sources were listed more than once (and kept once).
-    pub fn duplicates(&self) -> usize {
-        self.duplicates
     }
 
     /// The sources, targets and duplicate count, for a checked watch to own.

@@ -139,8 +139,6 @@ impl<'a> Checker<'a> {
         Some(VercelConfig {
             token_env,
             api_base: api_base?,
-            team_id: raw.team_id,
-            slug: raw.slug,
             revalidation_deadline_seconds: raw.revalidation_deadline_seconds,
         })
     }

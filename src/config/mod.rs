@@ -124,7 +124,9 @@ pub struct Config {
 }
 
 /// `vercel:`, checked: `api_base` is an http(s) base URL with no query or
-/// fragment, the deadline within the API's maximum.
+/// fragment, the deadline within the API's maximum. Its `team_id` and
+/// `slug` are not kept here: the checker gives them to each watch that
+/// names neither (see [`Watch::team_id`]).
 ///
 /// Only the checker makes one (it is part of a [`Config`]), and its fields
 /// are private, so those checks hold wherever one is used.
@@ -132,8 +134,6 @@ pub struct Config {
 pub struct VercelConfig {
     token_env: String,
     api_base: Url,
-    team_id: Option<String>,
-    slug: Option<String>,
     revalidation_deadline_seconds: Option<u64>,
 }
 
@@ -194,16 +194,6 @@ impl VercelConfig {
     /// The API's base URL (`api_base:`).
     pub fn api_base(&self) -> &Url {
         &self.api_base
-    }
-
-    /// `team_id:`, the default of every watch.
-    pub fn team_id(&self) -> Option<&str> {
-        self.team_id.as_deref()
-    }
-
-    /// `slug:`, the default of every watch.
-    pub fn slug(&self) -> Option<&str> {
-        self.slug.as_deref()
     }
 
     /// `revalidation_deadline_seconds:`, at most [`MAX_DEADLINE_SECONDS`].
