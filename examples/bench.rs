@@ -406,17 +406,17 @@ fn child(n: usize) {
         };
         let cancel = CancellationToken::new();
 
-        let dry = ctx(None, store::open(&config.state, None, Access::DryRun).await.expect("state"));
+        let dry = ctx(None, store::open(config.state(), None, Access::DryRun).await.expect("state"));
         let started = Instant::now();
-        let outcome = run_pass(&dry, &config.watches, &cancel).await.expect("dry pass");
+        let outcome = run_pass(&dry, config.watches(), &cancel).await.expect("dry pass");
         let dry_s = started.elapsed().as_secs_f64();
-        let probes = config.watches[0].probes.len() as f64;
+        let probes = config.watches()[0].probes().len() as f64;
         let gone = outcome.watches[0].gone;
         let (p50, p99) = (latencies.percentile_ms(0.5), latencies.percentile_ms(0.99));
 
-        let vercel = VercelClient::new(&config.vercel, Token::new("bench")).expect("client");
-        let real = ctx(Some(Arc::new(vercel)), store::open(&config.state, None, Access::Write).await.expect("state"));
-        let outcome = run_pass(&real, &config.watches, &cancel).await.expect("real pass");
+        let vercel = VercelClient::new(config.vercel(), Token::new("bench")).expect("client");
+        let real = ctx(Some(Arc::new(vercel)), store::open(config.state(), None, Access::Write).await.expect("state"));
+        let outcome = run_pass(&real, config.watches(), &cancel).await.expect("real pass");
         let purged = outcome.total(Decision::Purge);
         let calls = api.calls().len();
         assert_eq!(purged, gone, "every gone source is purged");
@@ -716,7 +716,7 @@ fn discover_child() {
         let cpu_before = cpu_seconds("fake-site");
         let started = Instant::now();
         let found = discoverer
-            .discover_watch(&config.watches[0], &CancellationToken::new())
+            .discover_watch(&config.watches()[0], &CancellationToken::new())
             .await
             .expect("a discover: block");
         let elapsed = started.elapsed();

@@ -142,10 +142,10 @@ watches:
     let ctx = PassContext {
         prober: Arc::new(Prober::new()?.with_retry_base(Duration::from_millis(50))),
         vercel: Some(Arc::new(VercelClient::new(
-            &config.vercel,
+            config.vercel(),
             Token::new(token),
         )?)),
-        store: store::open(&config.state, None, Access::Write).await?,
+        store: store::open(config.state(), None, Access::Write).await?,
         reporter: Arc::new(Reporter::to_writer(Box::new(lines.clone()))),
         observer: None,
     };
@@ -185,7 +185,7 @@ watches:
             origin.set(HERO, Behavior::content(b"the NEW hero picture", "hero-v2"));
         }
         println!("== pass {pass}");
-        let outcome = run_pass(&ctx, &config.watches, &cancel).await?;
+        let outcome = run_pass(&ctx, config.watches(), &cancel).await?;
         let mut records = lines.take_json_lines();
         records.sort_by_key(|r| r["src"].as_str().unwrap_or_default().to_owned());
         for r in &records {

@@ -72,11 +72,11 @@ pub async fn execute(
 /// on stdout and a summary per watch in the logs. Probes nothing, writes
 /// no state. Exit 1 when a discovery was partial (its errors are logged).
 async fn discover(config: &Config, cancel: &CancellationToken) -> Result<Exit, AppError> {
-    let prober = Arc::new(Prober::trusting(&config.trust).map_err(AppError::client("probe"))?);
-    let discoverer = crate::discover::Discoverer::trusting(prober, &config.trust)
+    let prober = Arc::new(Prober::trusting(config.trust()).map_err(AppError::client("probe"))?);
+    let discoverer = crate::discover::Discoverer::trusting(prober, config.trust())
         .map_err(AppError::client("discovery"))?;
     let mut exit = Exit::Ok;
-    for w in &config.watches {
+    for w in config.watches() {
         let Some(found) = discoverer.discover_watch(w, cancel).await else {
             tracing::info!(watch = %w.name, "no discover: block; nothing to discover");
             continue;
@@ -124,14 +124,18 @@ async fn one_pass(
         own_every_watch(&*ctx.store, config).await?;
     }
     let progress = std::io::stderr().is_terminal().then(|| {
-        let sources = config.watches.iter().map(|w| w.sources.len() as u64).sum();
+        let sources = config
+            .watches()
+            .iter()
+            .map(|w| w.sources().len() as u64)
+            .sum();
         Arc::new(Progress::new(sources))
     });
     if let Some(p) = &progress {
         ctx.observer = Some(p.clone());
     }
     let started = store::millis(Utc::now());
-    let outcome = run_pass(&ctx, &config.watches, cancel).await;
+    let outcome = run_pass(&ctx, config.watches(), cancel).await;
     if let Some(p) = &progress {
         p.finish();
     }
@@ -151,7 +155,7 @@ async fn one_pass(
 /// watch at a time); one that another process owns stops the command
 /// before anything is probed.
 async fn own_every_watch(store: &dyn Store, config: &Config) -> Result<(), AppError> {
-    for w in &config.watches {
+    for w in config.watches() {
         match store.acquire(&w.name).await.map_err(AppError::StateOpen)? {
             store::Ownership::Owned => {}
             store::Ownership::Standby { owner } => {
@@ -248,26 +252,26 @@ fn roff_text(text: &str) -> String {
 /// `check`: what would run, with no network.
 pub fn print_plan(config: &Config, out: &mut dyn Write) {
     let now = Utc::now();
-    let _ = writeln!(out, "config ok: {} watch(es)", config.watches.len());
-    if let Some(shard) = config.shard {
+    let _ = writeln!(out, "config ok: {} watch(es)", config.watches().len());
+    if let Some(shard) = config.shard() {
         let _ = writeln!(
             out,
             "shard: {shard} (sources whose probe URL hashes to {} mod {})",
             shard.index, shard.count
         );
     }
-    let _ = writeln!(out, "state: {}", for_stdout(&config.state.to_string()));
-    let token = match config.vercel.token_from_env() {
+    let _ = writeln!(out, "state: {}", for_stdout(&config.state().to_string()));
+    let token = match config.vercel().token_from_env() {
         Ok(_) => "set".to_owned(),
         Err(_) => "not set (needed by once and run without --dry-run)".to_owned(),
     };
     let _ = writeln!(
         out,
         "vercel: {} (token from {}: {token})",
-        for_stdout(config.vercel.api_base.as_str().trim_end_matches('/')),
-        for_stdout(&config.vercel.token_env)
+        for_stdout(config.vercel().api_base().as_str().trim_end_matches('/')),
+        for_stdout(config.vercel().token_env())
     );
-    for w in &config.watches {
+    for w in config.watches() {
         let r = &w.rules;
         let _ = writeln!(
             out,
@@ -282,12 +286,12 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
                 .as_ref()
                 .map(|s| format!(", slug {}", for_stdout(s)))
                 .unwrap_or_default(),
-            w.sources.len(),
-            if w.sources.len() == 1 { "" } else { "s" },
-            w.probes.len(),
-            if w.probes.len() == 1 { "" } else { "s" },
-            if w.duplicates > 0 {
-                format!(", {} duplicates ignored", w.duplicates)
+            w.sources().len(),
+            if w.sources().len() == 1 { "" } else { "s" },
+            w.probes().len(),
+            if w.probes().len() == 1 { "" } else { "s" },
+            if w.duplicates() > 0 {
+                format!(", {} duplicates ignored", w.duplicates())
             } else {
                 String::new()
             },
@@ -333,13 +337,13 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
             (
                 "max_purge_fraction",
                 r.max_purge_fraction,
-                w.sources.len(),
+                w.sources().len(),
                 format!("sources {window}"),
             ),
             (
                 "max_invalidate_fraction",
                 r.max_invalidate_fraction,
-                w.sources.len(),
+                w.sources().len(),
                 format!(
                     "sources invalidated or due for invalidation in the last {} (guard_window)",
                     span(r.guard_window)
@@ -348,7 +352,7 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
             (
                 "max_inconclusive_fraction",
                 r.max_inconclusive_fraction,
-                w.probes.len(),
+                w.probes().len(),
                 "probe URLs inconclusive in one pass".to_owned(),
             ),
         ] {
@@ -383,12 +387,12 @@ pub fn print_plan(config: &Config, out: &mut dyn Write) {
         // A small watch, the default fraction and no floor: not even one
         // purge passes.
         let one_allowed =
-            crate::guard::limit(r.max_purge_fraction, w.sources.len(), r.fraction_floor) >= 1;
-        if !w.sources.is_empty() && !one_allowed {
+            crate::guard::limit(r.max_purge_fraction, w.sources().len(), r.fraction_floor) >= 1;
+        if !w.sources().is_empty() && !one_allowed {
             let _ = writeln!(
                 out,
                 "  warning: with {} sources, max_purge_fraction {} and fraction_floor {} withhold every purge (even one gone source is more than that share); raise fraction_floor or max_purge_fraction for this watch",
-                w.sources.len(),
+                w.sources().len(),
                 r.max_purge_fraction,
                 r.fraction_floor,
             );
@@ -445,7 +449,7 @@ async fn state_command(
         StateCommand::Forget { .. } => Access::Write,
         _ => Access::Read,
     };
-    let store = store::open(&config.state, config.legacy_state.as_deref(), access)
+    let store = store::open(config.state(), config.legacy_state(), access)
         .await
         .map_err(AppError::StateOpen)?;
     // Gathered first: the stdout lock cannot be held across an await.
@@ -496,7 +500,7 @@ fn json_line(out: &mut dyn Write, value: &impl serde::Serialize) {
 
 /// `explain SRC`: the source's story, oldest first, for each watch that knows it.
 async fn explain(config: &Config, global: &Global, args: &ExplainArgs) -> Result<Exit, AppError> {
-    let store = store::open(&config.state, config.legacy_state.as_deref(), Access::Read)
+    let store = store::open(config.state(), config.legacy_state(), Access::Read)
         .await
         .map_err(AppError::StateOpen)?;
     let text = explain_text(&*store, &global.watches, &args.src)

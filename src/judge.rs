@@ -294,7 +294,7 @@ mod tests {
             "defaults: {{ on_change: {on_change}, confirmations: {confirmations} }}\nwatches:\n  - {{ name: s, project: p, origin: 'https://e.com', images: [/a.png] }}\n"
         ))
         .unwrap();
-        c.watches[0].rules.clone()
+        c.watches()[0].rules.clone()
     }
 
     fn present(etag: &str, len: u64) -> Observation {

@@ -15,14 +15,14 @@ use crate::vercel::{ProjectLookup, PurgeTarget, VercelClient};
 
 /// Runs the checks and prints one line per watch (and per problem) on stdout.
 pub async fn check_online(config: &Config) -> Result<Exit, AppError> {
-    let token = config.vercel.token_from_env()?;
-    let client = VercelClient::trusting(&config.vercel, token, &config.trust)
+    let token = config.vercel().token_from_env()?;
+    let client = VercelClient::trusting(config.vercel(), token, config.trust())
         .map_err(AppError::client("API"))?;
     let mut lines = Vec::new();
     let mut problems = 0;
     // One call per target, however many watches share it.
     let mut asked: Vec<(PurgeTarget, ProjectLookup)> = Vec::new();
-    for w in &config.watches {
+    for w in config.watches() {
         let target = PurgeTarget {
             project: w.project.clone(),
             team_id: w.team_id.clone(),
@@ -86,7 +86,7 @@ fn verdict(config: &Config, w: &Watch, lookup: &ProjectLookup) -> Result<String,
     let name = for_stdout(&w.name);
     let project = for_stdout(&w.project);
     let team = team_words(w);
-    let var = for_stdout(&config.vercel.token_env);
+    let var = for_stdout(config.vercel().token_env());
     match lookup {
         ProjectLookup::Found { id, name: found } => Ok(format!(
             "online: watch {name}: project {project} found ({} {id}) under {team}",
@@ -128,7 +128,7 @@ fn verdict(config: &Config, w: &Watch, lookup: &ProjectLookup) -> Result<String,
         )),
         ProjectLookup::NoAnswer(why) => Err(format!(
             "online: watch {name}: problem: no answer from {} ({}); fix: check the network, a proxy (HTTPS_PROXY) or its CA (ca_file:)",
-            for_stdout(config.vercel.api_base.as_str().trim_end_matches('/')),
+            for_stdout(config.vercel().api_base().as_str().trim_end_matches('/')),
             for_stdout(why)
         )),
     }

@@ -125,15 +125,15 @@ enum List {
 impl List {
     fn sources(&self) -> &[Source] {
         match self {
-            List::Watch(w) => &w.sources,
-            List::Built(l) => &l.sources,
+            List::Watch(w) => w.sources(),
+            List::Built(l) => l.sources(),
         }
     }
 
     fn probes(&self) -> &[ProbeTarget] {
         match self {
-            List::Watch(w) => &w.probes,
-            List::Built(l) => &l.probes,
+            List::Watch(w) => w.probes(),
+            List::Built(l) => l.probes(),
         }
     }
 
@@ -386,7 +386,11 @@ fn remembered_part(
     for p in problems {
         tracing::warn!(watch = %watch.name, problem = %p, "a remembered source cannot be probed");
     }
-    let aligned = list.sources.iter().map(|s| recs.remove(&*s.src)).collect();
+    let aligned = list
+        .sources()
+        .iter()
+        .map(|s| recs.remove(&*s.src))
+        .collect();
     (
         Part {
             list: List::Built(Arc::new(list)),
@@ -415,7 +419,7 @@ async fn discover(
     let last_ok = ctx.store.discovered_at(&watch.name).await?;
     let every = settings.every.as_millis() as Millis;
     let due = ctx.dry_run() || last_ok.is_none_or(|t| now_ms.saturating_sub(t) >= every);
-    let configured: HashSet<&str> = watch.sources.iter().map(|s| &*s.src).collect();
+    let configured: HashSet<&str> = watch.sources().iter().map(|s| &*s.src).collect();
     let mut summary = None;
     if due {
         let before = ctx.store.discovered_sources(&watch.name).await?;
@@ -450,7 +454,7 @@ async fn discover(
             tracing::warn!(watch = %watch.name, problem = %p, "a discovered source is skipped");
         }
         let rows: Vec<(String, String, String)> = list
-            .probes
+            .probes()
             .iter()
             .flat_map(|p| {
                 let url = list.probe_url(watch.origin.as_deref(), p).into_owned();
@@ -510,7 +514,7 @@ async fn discover(
         builder.add(&|| format!("discovered source {src:?}"), src, None);
     }
     let (list, _) = builder.finish();
-    let part = (!list.sources.is_empty()).then(|| Part {
+    let part = (!list.sources().is_empty()).then(|| Part {
         list: List::Built(Arc::new(list)),
         referenced: true,
         seen_in: "discovery",
@@ -614,12 +618,11 @@ async fn observe(
             let (part, recs) = &mut parts[p];
             let target: &ProbeTarget = &part.list.probes()[i];
             if let Some(o) = &ctx.observer {
-                o.probed(&watch.name, &obs, target.count);
+                o.probed(&watch.name, &obs, target.count());
             }
-            summary.add_verdict(obs.verdict, target.count as usize);
+            summary.add_verdict(obs.verdict, target.count() as usize);
             inconclusive += usize::from(obs.verdict == Verdict::Inconclusive);
-            let first = target.first as usize;
-            let range = first..first + target.count as usize;
+            let range = target.range();
             let listing = Listing {
                 referenced: part.referenced,
                 seen_in: part.seen_in,

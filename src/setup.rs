@@ -83,13 +83,14 @@ impl AppError {
 pub fn load_config(global: &Global) -> Result<Config, ConfigError> {
     let mut config = Config::load(&global.config)?;
     if let Some(state) = &global.state {
-        config.state =
+        config.override_state(
             crate::store::StateLocation::parse(state, Path::new("")).map_err(|problem| {
                 ConfigError::Invalid {
                     origin: "command line".into(),
                     problems: vec![format!("--state: {problem}")],
                 }
-            })?;
+            })?,
+        );
     }
     config.select(&global.watches)?;
     let shard = match (global.shard, global.shards) {
@@ -129,9 +130,9 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
     let vercel = if args.dry_run {
         None
     } else {
-        let token = config.vercel.token_from_env()?;
+        let token = config.vercel().token_from_env()?;
         Some(Arc::new(
-            VercelClient::trusting(&config.vercel, token, &config.trust)
+            VercelClient::trusting(config.vercel(), token, config.trust())
                 .map_err(AppError::client("API"))?,
         ))
     };
@@ -140,11 +141,11 @@ pub async fn context(config: &Config, args: &PassArgs) -> Result<PassContext, Ap
     } else {
         Access::Write
     };
-    let store = store::open(&config.state, config.legacy_state.as_deref(), access)
+    let store = store::open(config.state(), config.legacy_state(), access)
         .await
         .map_err(AppError::StateOpen)?;
     Ok(PassContext {
-        prober: Arc::new(Prober::trusting(&config.trust).map_err(AppError::client("probe"))?),
+        prober: Arc::new(Prober::trusting(config.trust()).map_err(AppError::client("probe"))?),
         vercel,
         store,
         reporter: Arc::new(reporter(&args.report)?),
@@ -158,8 +159,8 @@ pub fn notifier(
     config: &Config,
     args: &PassArgs,
 ) -> Result<Option<crate::notify::Notifier>, AppError> {
-    match &config.notify {
-        Some(n) if !args.dry_run => crate::notify::Notifier::new(n.clone(), &config.trust)
+    match config.notify() {
+        Some(n) if !args.dry_run => crate::notify::Notifier::new(n.clone(), config.trust())
             .map(Some)
             .map_err(AppError::client("webhook")),
         _ => Ok(None),

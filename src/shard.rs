@@ -220,7 +220,7 @@ mod tests {
 ",
         )
         .unwrap();
-        let w = &c.watches[0];
+        let w = &c.watches()[0];
         // src -> shard for N = 2, 4, 7.
         let table: [(&str, [u32; 3]); 8] = [
             ("/images/hero.png", [1, 1, 5]),
@@ -237,7 +237,7 @@ mod tests {
                 let owner: Vec<u32> = (0..n)
                     .filter(|&k| {
                         let part = w.shard_part(Shard::new(k, n).unwrap());
-                        part.sources.iter().any(|s| &*s.src == *src)
+                        part.sources().iter().any(|s| &*s.src == *src)
                     })
                     .collect();
                 assert_eq!(owner, [shards[i]], "{src} with {n} shards moved");
@@ -252,13 +252,13 @@ mod tests {
             "watches:\n  - name: s\n    project: p\n    origin: https://e.com\n    images: {images:?}\n"
         ))
         .unwrap();
-        let w = &c.watches[0];
+        let w = &c.watches()[0];
         for n in [1, 2, 3, 4, 7, 16] {
             let mut seen: BTreeMap<String, u32> = BTreeMap::new();
             for k in 0..n {
                 let part = w.shard_part(Shard::new(k, n).unwrap());
-                for s in &part.sources {
-                    let probe = &part.probes[s.probe as usize];
+                for s in part.sources() {
+                    let probe = &part.probes()[s.probe()];
                     assert_eq!(part.probe_url(probe), format!("https://e.com{}", s.src));
                     *seen.entry(s.src.to_string()).or_default() += 1;
                 }
@@ -275,8 +275,8 @@ mod tests {
         )
         .unwrap();
         for k in 0..3 {
-            let part = c.watches[0].shard_part(Shard::new(k, 3).unwrap());
-            let srcs: Vec<&str> = part.sources.iter().map(|s| &*s.src).collect();
+            let part = c.watches()[0].shard_part(Shard::new(k, 3).unwrap());
+            let srcs: Vec<&str> = part.sources().iter().map(|s| &*s.src).collect();
             assert_eq!(srcs.contains(&"/a.png"), srcs.contains(&"/alias.png"));
         }
     }

@@ -109,7 +109,7 @@ pub async fn watch_loop(
             tracing::info!(
                 watch = %watch.name,
                 schedule = watch.rules.schedule.expression(),
-                sources = watch.sources.len(),
+                sources = watch.sources().len(),
                 next_fire = %next,
                 "watch scheduled"
             );
@@ -228,7 +228,7 @@ pub async fn sidecar(
 
     if !ctx.dry_run() {
         // Who owns what, said at once rather than at the first fire.
-        for w in &config.watches {
+        for w in config.watches() {
             owns(&ctx, &w.name, &health, &metrics).await;
         }
         let (store, health, stop) = (ctx.store.clone(), health.clone(), shutdown.clone());
@@ -237,14 +237,14 @@ pub async fn sidecar(
 
     let mut config = config;
     // What the Vercel client was built with; a reload cannot change it.
-    let startup_vercel = config.vercel.clone();
+    let startup_vercel = config.vercel().clone();
     let mut hup = hangup_signal();
     'serve: loop {
-        for w in &config.watches {
-            metrics.register_watch(&w.name, &w.project, w.sources.len());
+        for w in config.watches() {
+            metrics.register_watch(&w.name, &w.project, w.sources().len());
         }
         let loops = shutdown.child_token();
-        for watch in &config.watches {
+        for watch in config.watches() {
             let flag = running
                 .lock()
                 .expect("running lock")
@@ -271,22 +271,22 @@ pub async fn sidecar(
                 _ = hup.recv() => match reload(global).await {
                     Ok(mut new) => {
                         // The store and its lock stay those of the first config.
-                        if new.state != config.state {
-                            tracing::warn!(state = %config.state, ignored = %new.state, "the state store keeps its start-up location until a restart");
+                        if new.state() != config.state() {
+                            tracing::warn!(state = %config.state(), ignored = %new.state(), "the state store keeps its start-up location until a restart");
                         }
-                        new.state = config.state.clone();
-                        let (old_v, new_v) = (&startup_vercel, &new.vercel);
-                        if old_v.api_base != new_v.api_base
-                            || old_v.token_env != new_v.token_env
-                            || old_v.revalidation_deadline_seconds != new_v.revalidation_deadline_seconds
+                        new.override_state(config.state().clone());
+                        let (old_v, new_v) = (&startup_vercel, new.vercel());
+                        if old_v.api_base() != new_v.api_base()
+                            || old_v.token_env() != new_v.token_env()
+                            || old_v.revalidation_deadline_seconds() != new_v.revalidation_deadline_seconds()
                         {
                             tracing::warn!("vercel.api_base, vercel.token_env and vercel.revalidation_deadline_seconds keep their start-up values until a restart");
                         }
-                        tracing::info!(watches = new.watches.len(), "config reloaded; it applies from each watch's next fire");
+                        tracing::info!(watches = new.watches().len(), "config reloaded; it applies from each watch's next fire");
                         loops.cancel();
-                        let names: Vec<String> = new.watches.iter().map(|w| w.name.clone()).collect();
+                        let names: Vec<String> = new.watches().iter().map(|w| w.name.clone()).collect();
                         health.retain(&names);
-                        for gone in config.watches.iter().filter(|w| !names.contains(&w.name)) {
+                        for gone in config.watches().iter().filter(|w| !names.contains(&w.name)) {
                             metrics.forget_watch(&gone.name);
                         }
                         // Per-host limits are rebuilt from the new config
@@ -415,7 +415,7 @@ mod tests {
             "watches:\n  - {{ name: w, project: p, origin: 'http://127.0.0.1:9', schedule: '{schedule}', images: [/a.png] }}\n"
         ))
         .unwrap();
-        c.watches[0].clone()
+        c.watches()[0].clone()
     }
 
     /// Half a second past a round minute: fires are 0.5 s apart from it.

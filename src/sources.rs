@@ -29,10 +29,27 @@ pub fn within_limit(src: &str) -> bool {
 
 /// One source image: the exact string sent to Vercel, and the index of the
 /// probe target that answers for it.
+///
+/// Only a source list makes one ([`Builder`], or a shard's part of a
+/// watch): the index is private, so it always names the target whose range
+/// holds the source. `src` is `pub(crate)` for the crate to read; outside,
+/// use [`Source::src`].
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub src: Arc<str>,
-    pub probe: u32,
+    pub(crate) src: Arc<str>,
+    probe: u32,
+}
+
+impl Source {
+    /// The source, exactly as configured or found (what is sent to Vercel).
+    pub fn src(&self) -> &str {
+        &self.src
+    }
+
+    /// The index, in its list's probes, of the target that answers for it.
+    pub fn probe(&self) -> usize {
+        self.probe as usize
+    }
 }
 
 /// Where a probe target's URL comes from.
@@ -47,25 +64,51 @@ pub enum ProbeUrl {
 }
 
 /// A unique probe URL of a watch and the range of sources that share it.
+///
+/// Only a source list makes one ([`Builder`], or a shard's part of a
+/// watch), and its fields are private: `first` and `count` index into the
+/// list's sources, so a target built or changed elsewhere could make
+/// slicing them panic or name the wrong sources. It is meaningful only with
+/// the list it came from.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
-    pub url: ProbeUrl,
-    pub first: u32,
-    pub count: u32,
+    url: ProbeUrl,
+    first: u32,
+    count: u32,
 }
 
-/// The checked source list of one watch.
+impl ProbeTarget {
+    /// How many sources share this target (at least one).
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The target's sources: their indices in its list.
+    pub(crate) fn range(&self) -> std::ops::Range<usize> {
+        let first = self.first as usize;
+        first..first + self.count as usize
+    }
+}
+
+/// The checked source list of one watch (or one the pass built from what
+/// discovery found).
+///
+/// Only [`Builder`] makes one (or `default`, the empty list), and its
+/// fields are private, so its sources and targets always agree (see
+/// [`ProbeTarget`]).
 #[derive(Debug, Clone, Default)]
 pub struct SourceList {
-    pub sources: Vec<Source>,
-    pub probes: Vec<ProbeTarget>,
+    sources: Vec<Source>,
+    probes: Vec<ProbeTarget>,
     /// Sources listed more than once (kept once).
-    pub duplicates: usize,
+    duplicates: usize,
 }
 
 /// The part of a list whose probe targets `keep` accepts, its indices
 /// rebuilt. A target keeps all of its sources: aliases stay together.
-pub fn retain(
+/// `probes` index into `sources` (crate-private: a pair that disagrees
+/// panics).
+pub(crate) fn retain(
     sources: &[Source],
     probes: &[ProbeTarget],
     mut keep: impl FnMut(&ProbeTarget) -> bool,
@@ -79,24 +122,34 @@ pub fn retain(
             first: kept_sources.len() as u32,
             count: probe.count,
         });
-        let first = probe.first as usize;
-        kept_sources.extend(
-            sources[first..first + probe.count as usize]
-                .iter()
-                .map(|s| Source {
-                    src: s.src.clone(),
-                    probe: index,
-                }),
-        );
+        kept_sources.extend(sources[probe.range()].iter().map(|s| Source {
+            src: s.src.clone(),
+            probe: index,
+        }));
     }
     (kept_sources, kept_probes)
 }
 
 impl SourceList {
-    /// The sources that one probe target answers for.
+    /// The sources, grouped so that aliases of one probe URL are contiguous.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// The probe targets, each answering for a range of the sources.
+    pub fn probes(&self) -> &[ProbeTarget] {
+        &self.probes
+    }
+
+    /// The sources, targets and duplicate count, for a checked watch to own.
+    pub(crate) fn into_parts(self) -> (Vec<Source>, Vec<ProbeTarget>, usize) {
+        (self.sources, self.probes, self.duplicates)
+    }
+
+    /// The sources that one probe target answers for. `probe` is one of
+    /// [`SourceList::probes`] (of this list: another's may index past its end).
     pub fn sources_of(&self, probe: &ProbeTarget) -> &[Source] {
-        let first = probe.first as usize;
-        &self.sources[first..first + probe.count as usize]
+        &self.sources[probe.range()]
     }
 
     /// The URL a probe target is probed at.
@@ -105,8 +158,9 @@ impl SourceList {
     }
 }
 
-/// The URL a probe target of `sources` is probed at.
-pub fn probe_url<'a>(
+/// The URL a probe target of `sources` is probed at (crate-private: a
+/// target of another list may index past the end of `sources`).
+pub(crate) fn probe_url<'a>(
     sources: &'a [Source],
     origin: Option<&str>,
     probe: &'a ProbeTarget,
@@ -129,8 +183,8 @@ pub fn probe_url<'a>(
 /// The string a probe target is sharded by: the probe URL as configured
 /// (`origin` text followed by the path, the source, or the explicit
 /// `probe:`). It is part of the product (see `shard`): it must not change
-/// when the way requests are built does.
-pub fn shard_key<'a>(
+/// when the way requests are built does. Crate-private, like [`probe_url`].
+pub(crate) fn shard_key<'a>(
     sources: &'a [Source],
     origin: Option<&str>,
     probe: &'a ProbeTarget,

@@ -219,10 +219,10 @@ impl VercelClient {
             .build()?;
         Ok(VercelClient {
             http,
-            api_base: cfg.api_base.as_str().trim_end_matches('/').to_owned(),
+            api_base: cfg.api_base().as_str().trim_end_matches('/').to_owned(),
             token,
-            token_env: cfg.token_env.clone(),
-            deadline: cfg.revalidation_deadline_seconds,
+            token_env: cfg.token_env().to_owned(),
+            deadline: cfg.revalidation_deadline_seconds(),
             retry: RetryPolicy::default(),
             call_timeout: CALL_TIMEOUT,
             max_retry_after: MAX_RETRY_AFTER,
@@ -636,14 +636,11 @@ mod tests {
     use super::*;
 
     fn client() -> VercelClient {
-        let cfg = VercelConfig {
-            token_env: "VERCEL_TOKEN".into(),
-            api_base: "http://127.0.0.1:9/".parse().unwrap(),
-            team_id: None,
-            slug: None,
-            revalidation_deadline_seconds: None,
-        };
-        VercelClient::new(&cfg, Token::new("t")).unwrap()
+        let cfg = crate::config::Config::from_yaml(
+            "vercel: { api_base: 'http://127.0.0.1:9/' }\nwatches:\n  - { name: s, project: p, origin: 'https://e.com', images: [/a.png] }\n",
+        )
+        .unwrap();
+        VercelClient::new(cfg.vercel(), Token::new("t")).unwrap()
     }
 
     #[test]

@@ -406,12 +406,12 @@ pub fn child(n: usize, kind: &str) {
         );
         std::fs::write(dir.join("watch.yaml"), yaml).expect("config");
         let config = Config::load(&dir.join("watch.yaml")).expect("config");
-        let vercel = Arc::new(VercelClient::new(&config.vercel, Token::new("bench")).expect("client"));
+        let vercel = Arc::new(VercelClient::new(config.vercel(), Token::new("bench")).expect("client"));
         let prober = Arc::new(Prober::new().expect("client"));
         let open = || async {
             let t = Instant::now();
             let inner: Arc<dyn Store> = if kind == "sqlite" || kind == "postgres" {
-                store::open(&config.state, None, Access::Write).await.expect("store")
+                store::open(config.state(), None, Access::Write).await.expect("store")
             } else {
                 Arc::new(NullStore)
             };
@@ -427,7 +427,7 @@ pub fn child(n: usize, kind: &str) {
                 observer: None,
             };
             let cancel = cancel.clone();
-            let watches = config.watches.clone();
+            let watches = config.watches().to_vec();
             async move {
                 let t = Instant::now();
                 run_pass(&ctx, &watches, &cancel).await.expect("pass");

@@ -139,8 +139,6 @@ impl<'a> Checker<'a> {
         Some(VercelConfig {
             token_env,
             api_base: api_base?,
-            team_id: raw.team_id,
-            slug: raw.slug,
             revalidation_deadline_seconds: raw.revalidation_deadline_seconds,
         })
     }
@@ -512,6 +510,7 @@ impl<'a> Checker<'a> {
         if self.problems.len() > before {
             return None;
         }
+        let (sources, probes, duplicates) = list.into_parts();
         Some(Watch {
             name,
             project,
@@ -520,9 +519,9 @@ impl<'a> Checker<'a> {
             origin,
             canary,
             rules: rules?,
-            sources: list.sources,
-            probes: list.probes,
-            duplicates: list.duplicates,
+            sources,
+            probes,
+            duplicates,
             discover,
         })
     }

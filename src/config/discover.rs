@@ -31,24 +31,30 @@ pub struct RawDiscoverDefaults {
     pub every: Option<String>,
 }
 
-/// A watch's checked discovery settings.
+/// A watch's checked discovery settings (the pages on `site`, every URL
+/// joined onto it, the limits typed).
+///
+/// Only the checker makes one (it is part of a [`super::Watch`]). Its fields
+/// are `pub(crate)` for the crate's discovery to read (no code outside
+/// `config` writes them, and watches are shared behind `Arc`); code outside
+/// the crate can neither build nor change one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discover {
     /// The public site: pages and optimizer URLs on it (same scheme, host
     /// and port) are read; nothing off it is.
-    pub site: Url,
+    pub(crate) site: Url,
     /// Sitemaps or sitemap indexes, joined onto `site`.
-    pub sitemaps: Vec<Url>,
+    pub(crate) sitemaps: Vec<Url>,
     /// The pages reading starts from, joined onto `site` (all on it).
-    pub pages: Vec<Url>,
+    pub(crate) pages: Vec<Url>,
     /// Also read same-site pages linked (`<a href>`) from pages read.
-    pub follow_links: bool,
+    pub(crate) follow_links: bool,
     /// Pages read per discovery, at most.
-    pub max_pages: usize,
+    pub(crate) max_pages: usize,
     /// Rediscover at most this often.
-    pub every: Duration,
+    pub(crate) every: Duration,
     /// A list of sources: text, one a line, or a JSON array of strings.
-    pub images_url: Option<Url>,
+    pub(crate) images_url: Option<Url>,
 }
 
 pub(super) const DEFAULT_MAX_PAGES: usize = 1000;

@@ -99,30 +99,42 @@ use check::Checker;
 pub use raw::{RawConfig, RawImage, RawNotify, RawRules, RawVercel, RawWatch};
 
 /// A checked configuration.
+///
+/// Only the checker makes one ([`Config::load`], [`Config::from_yaml`]),
+/// and its fields are private: holding a `Config` is the proof that it was
+/// checked, which a caller free to build or edit one would void. Read it
+/// through the accessors; the changes the program makes after the check
+/// ([`Config::select`], [`Config::apply_shard`], the `--state` override)
+/// are methods that keep it whole.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub vercel: VercelConfig,
+    vercel: VercelConfig,
     /// The store (`state:`, or `--state`): a SQLite file or a PostgreSQL URL.
-    pub state: StateLocation,
+    state: StateLocation,
     /// A version 1 state file to import when the store does not exist yet
     /// (the old default, when `state:` is not set).
-    pub legacy_state: Option<PathBuf>,
-    pub watches: Vec<Arc<Watch>>,
+    legacy_state: Option<PathBuf>,
+    watches: Vec<Arc<Watch>>,
     /// The shard this process owns, if any (see [`Config::apply_shard`]).
-    pub shard: Option<Shard>,
+    shard: Option<Shard>,
     /// The CAs trusted besides the Mozilla roots and the system store (`ca_file:`).
-    pub trust: crate::tls::Trust,
+    trust: crate::tls::Trust,
     /// `notify:`, when set.
-    pub notify: Option<crate::notify::NotifyConfig>,
+    notify: Option<crate::notify::NotifyConfig>,
 }
 
+/// `vercel:`, checked: `api_base` is an http(s) base URL with no query or
+/// fragment, the deadline within the API's maximum. Its `team_id` and
+/// `slug` are not kept here: the checker gives them to each watch that
+/// names neither (see [`Watch::team_id`]).
+///
+/// Only the checker makes one (it is part of a [`Config`]), and its fields
+/// are private, so those checks hold wherever one is used.
 #[derive(Debug, Clone)]
 pub struct VercelConfig {
-    pub token_env: String,
-    pub api_base: Url,
-    pub team_id: Option<String>,
-    pub slug: Option<String>,
-    pub revalidation_deadline_seconds: Option<u64>,
+    token_env: String,
+    api_base: Url,
+    revalidation_deadline_seconds: Option<u64>,
 }
 
 /// The bearer token. It has no `Display`, and its `Debug` is redacted, so it
@@ -173,6 +185,21 @@ impl VercelConfig {
     pub fn token_from_env(&self) -> Result<Token, ConfigError> {
         Token::from_var(&self.token_env, std::env::var(&self.token_env).ok())
     }
+
+    /// The name of the environment variable that holds the token (`token_env:`).
+    pub fn token_env(&self) -> &str {
+        &self.token_env
+    }
+
+    /// The API's base URL (`api_base:`).
+    pub fn api_base(&self) -> &Url {
+        &self.api_base
+    }
+
+    /// `revalidation_deadline_seconds:`, at most [`MAX_DEADLINE_SECONDS`].
+    pub fn revalidation_deadline_seconds(&self) -> Option<u64> {
+        self.revalidation_deadline_seconds
+    }
 }
 
 /// `on_change:` what origin-watch does when a present image was replaced
@@ -197,57 +224,144 @@ impl OnChange {
     }
 }
 
-/// Per-watch rules: `defaults:` with the watch's overrides applied.
+/// Per-watch rules: `defaults:` with the watch's overrides applied, each
+/// value checked (a parsed schedule, typed durations, fractions between 0
+/// and 1, gone statuses that are 4xx and never 408 or 429, ...).
+///
+/// Only the checker makes one (it is part of a [`Watch`]). Its fields are
+/// `pub(crate)` so the crate's probes, judge and guards read them directly
+/// (no code outside `config` writes them, and watches are shared behind
+/// `Arc`); outside the crate, read them through the accessors.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    pub schedule: CronSchedule,
-    pub timeout: Duration,
-    pub retries: u32,
-    pub concurrency: usize,
-    pub per_host_concurrency: usize,
-    pub gone_statuses: Vec<u16>,
-    pub confirmations: u32,
-    pub follow_redirects: u32,
-    pub max_purge_fraction: f64,
-    pub max_purges_per_pass: usize,
+    pub(crate) schedule: CronSchedule,
+    pub(crate) timeout: Duration,
+    pub(crate) retries: u32,
+    pub(crate) concurrency: usize,
+    pub(crate) per_host_concurrency: usize,
+    pub(crate) gone_statuses: Vec<u16>,
+    pub(crate) confirmations: u32,
+    pub(crate) follow_redirects: u32,
+    pub(crate) max_purge_fraction: f64,
+    pub(crate) max_purges_per_pass: usize,
     /// An unreferenced source with nothing pending leaves the inventory after this long.
-    pub forget_after: Duration,
+    pub(crate) forget_after: Duration,
     /// A purge also needs the source first seen gone at least this long ago.
-    pub min_gone_for: Duration,
-    pub max_invalidate_fraction: f64,
-    pub max_inconclusive_fraction: f64,
+    pub(crate) min_gone_for: Duration,
+    pub(crate) max_invalidate_fraction: f64,
+    pub(crate) max_inconclusive_fraction: f64,
     /// The fraction guards never trip at or below this count.
-    pub fraction_floor: usize,
+    pub(crate) fraction_floor: usize,
     /// The fraction guards also count what was purged this long back.
-    pub guard_window: Duration,
+    pub(crate) guard_window: Duration,
     /// What a present image with new validators leads to.
-    pub on_change: OnChange,
+    pub(crate) on_change: OnChange,
     /// Sent with every probe and discovery request of the watch.
-    pub headers: crate::probe::ProbeHeaders,
+    pub(crate) headers: crate::probe::ProbeHeaders,
 }
 
+impl Rules {
+    /// `min_gone_for:` a purge also needs the source first seen gone at
+    /// least this long ago.
+    pub fn min_gone_for(&self) -> Duration {
+        self.min_gone_for
+    }
+
+    /// `max_inconclusive_fraction:`, between 0 and 1.
+    pub fn max_inconclusive_fraction(&self) -> f64 {
+        self.max_inconclusive_fraction
+    }
+
+    /// `fraction_floor:` the fraction guards never trip at or below this count.
+    pub fn fraction_floor(&self) -> usize {
+        self.fraction_floor
+    }
+
+    /// `guard_window:` the fraction guards also count what was purged this long back.
+    pub fn guard_window(&self) -> Duration {
+        self.guard_window
+    }
+}
+
+/// One checked watch: its Vercel project, its rules, and its sources
+/// grouped into probe targets.
+///
+/// Only the checker makes one (it is part of a [`Config`]), and a shard's
+/// part of one comes from [`Watch::shard_part`]. Its source list is
+/// private: each [`ProbeTarget`] indexes a range of `sources`, and each
+/// [`Source`] names its target, so a list edited or built elsewhere could
+/// make [`Watch::sources_of`] panic or answer for the wrong sources. The
+/// other fields are `pub(crate)` for the crate to read (no code outside
+/// `config` writes them, and watches are shared behind `Arc`); outside the
+/// crate, read everything through the accessors.
 #[derive(Debug, Clone)]
 pub struct Watch {
-    pub name: String,
-    pub project: String,
+    pub(crate) name: String,
+    pub(crate) project: String,
     /// The effective team and slug: the watch's own if it names either,
     /// else both of `vercel:`.
-    pub team_id: Option<String>,
-    pub slug: Option<String>,
-    pub origin: Option<String>,
+    pub(crate) team_id: Option<String>,
+    pub(crate) slug: Option<String>,
+    pub(crate) origin: Option<String>,
     /// The canary's probe URL.
-    pub canary: Option<Arc<str>>,
-    pub rules: Rules,
+    pub(crate) canary: Option<Arc<str>>,
+    pub(crate) rules: Rules,
     /// Sources, grouped so that aliases of one probe URL are contiguous.
-    pub sources: Vec<Source>,
-    pub probes: Vec<ProbeTarget>,
+    sources: Vec<Source>,
+    probes: Vec<ProbeTarget>,
     /// Sources listed more than once (kept once).
-    pub duplicates: usize,
+    duplicates: usize,
     /// `discover:`, when the watch finds sources on its site.
-    pub discover: Option<Arc<Discover>>,
+    pub(crate) discover: Option<Arc<Discover>>,
 }
 
 impl Watch {
+    /// The watch's name (unique in the config).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Vercel project whose image cache it purges.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The effective team: the watch's own if it names a team or slug,
+    /// else `vercel:`'s.
+    pub fn team_id(&self) -> Option<&str> {
+        self.team_id.as_deref()
+    }
+
+    /// The effective slug, taken like [`Watch::team_id`].
+    pub fn slug(&self) -> Option<&str> {
+        self.slug.as_deref()
+    }
+
+    /// The canary's probe URL, when the watch has one.
+    pub fn canary(&self) -> Option<&str> {
+        self.canary.as_deref()
+    }
+
+    /// The watch's rules (`defaults:` with its overrides).
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The sources, grouped so that aliases of one probe URL are contiguous.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// The probe targets, each answering for a range of [`Watch::sources`].
+    pub fn probes(&self) -> &[ProbeTarget] {
+        &self.probes
+    }
+
+    /// How many sources were listed more than once (and kept once).
+    pub fn duplicates(&self) -> usize {
+        self.duplicates
+    }
+
     /// The part of this watch that `shard` owns (by each probe target's
     /// shard key; aliases stay together).
     pub fn shard_part(&self, shard: Shard) -> Watch {
@@ -262,7 +376,7 @@ impl Watch {
     }
 
     /// The same watch with no sources (for a shard to fill).
-    pub fn clone_without_sources(&self) -> Watch {
+    fn clone_without_sources(&self) -> Watch {
         Watch {
             name: self.name.clone(),
             project: self.project.clone(),
@@ -278,18 +392,22 @@ impl Watch {
         }
     }
 
-    /// The sources that one probe answers for.
+    /// The sources that one probe answers for. `probe` is one of
+    /// [`Watch::probes`] (of this watch: another's may index past its end).
     pub fn sources_of(&self, probe: &ProbeTarget) -> &[Source] {
-        let first = probe.first as usize;
-        &self.sources[first..first + probe.count as usize]
+        &self.sources[probe.range()]
     }
 
-    /// The URL a probe target is probed at.
+    /// The URL a probe target (one of [`Watch::probes`]) is probed at.
     pub fn probe_url<'a>(&'a self, probe: &'a ProbeTarget) -> Cow<'a, str> {
         crate::sources::probe_url(&self.sources, self.origin.as_deref(), probe)
     }
 
-    /// The string a probe target is sharded by (see [`crate::sources::shard_key`]).
+    /// The string a probe target (one of [`Watch::probes`]) is sharded by:
+    /// the probe URL as configured (`origin` text followed by the path, the
+    /// source, or the explicit `probe:`). It is part of the product (see
+    /// [`crate::shard`]): it must not change when the way requests are built
+    /// does.
     pub fn shard_key<'a>(&'a self, probe: &'a ProbeTarget) -> Cow<'a, str> {
         crate::sources::shard_key(&self.sources, self.origin.as_deref(), probe)
     }
@@ -379,6 +497,52 @@ impl Config {
                 })
             }
         }
+    }
+
+    /// The `vercel:` block.
+    pub fn vercel(&self) -> &VercelConfig {
+        &self.vercel
+    }
+
+    /// The store: a SQLite file or a PostgreSQL URL (`state:`, `--state`,
+    /// the shard's own when sharded).
+    pub fn state(&self) -> &StateLocation {
+        &self.state
+    }
+
+    /// A version 1 state file to import when the store does not exist yet.
+    pub fn legacy_state(&self) -> Option<&Path> {
+        self.legacy_state.as_deref()
+    }
+
+    /// The watches, in the file's order (those `--watch` kept, each
+    /// reduced to the shard's part when sharded).
+    pub fn watches(&self) -> &[Arc<Watch>] {
+        &self.watches
+    }
+
+    /// The shard this process owns, if any (see [`Config::apply_shard`]).
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard
+    }
+
+    /// The CAs trusted besides the Mozilla roots and the system store (`ca_file:`).
+    pub fn trust(&self) -> &crate::tls::Trust {
+        &self.trust
+    }
+
+    /// `notify:`, when set.
+    pub fn notify(&self) -> Option<&crate::notify::NotifyConfig> {
+        self.notify.as_ref()
+    }
+
+    /// Puts the store at `state` instead: `--state` on the command line,
+    /// or a reloaded config kept on the store it started with. Nothing
+    /// else changes (`legacy_state` neither). It is not made the shard's
+    /// own: call it before [`Config::apply_shard`], or with a location
+    /// that already is.
+    pub(crate) fn override_state(&mut self, state: StateLocation) {
+        self.state = state;
     }
 
     /// Keeps only the sources this shard owns, and gives the shard its own

@@ -126,7 +126,7 @@ async fn run(h: &Harness, config: &Config, shards: u32, now: DateTime<Utc>) -> V
             c.apply_shard(Shard::new(k, shards).unwrap());
         }
         let (ctx, _lines) = h.context(&c, false, common::TOKEN).await;
-        let outcome = run_pass_at(&ctx, &c.watches, &CancellationToken::new(), now)
+        let outcome = run_pass_at(&ctx, c.watches(), &CancellationToken::new(), now)
             .await
             .unwrap();
         exits.push(outcome.exit());
@@ -141,10 +141,10 @@ async fn exercise(ex: Example) {
     let sources: Vec<String> = {
         let h = Harness::new(&[], Behavior::Present).await;
         let c = localized(&ex, &h);
-        c.watches[0]
-            .sources
+        c.watches()[0]
+            .sources()
             .iter()
-            .map(|s| s.src.to_string())
+            .map(|s| s.src().to_string())
             .collect()
     };
     assert!(sources.len() >= 3, "{}: {sources:?}", ex.name);
@@ -156,7 +156,7 @@ async fn exercise(ex: Example) {
         )
         .await;
         let config = localized(&ex, &h);
-        let project = config.watches[0].project.clone();
+        let project = config.watches()[0].project().to_owned();
         let mut purged_after = Vec::new();
         for r in 0..RUNS {
             let exits = run(&h, &config, ex.shards, t0 + TimeDelta::minutes(10 * r)).await;

@@ -130,9 +130,9 @@ fn paths_are_joined_to_the_base_by_the_url_library() {
         "watches:\n  - { name: s, project: p, origin: 'HTTPS://O.example/base/', images: ['/a b.png', '/q.png?w=1', '/f.png#frag', 'HTTP://CDN.example/x.png'] }\n",
     )
     .unwrap();
-    let w = &c.watches[0];
+    let w = &c.watches()[0];
     let urls: Vec<String> = w
-        .probes
+        .probes()
         .iter()
         .map(|p| w.probe_url(p).into_owned())
         .collect();
@@ -441,7 +441,7 @@ async fn a_panicking_pass_shows_in_healthz_and_the_watch_keeps_firing() {
     let stop = tokio_util::sync::CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
     let looping = tokio::spawn(watch_loop(
-        c.watches[0].clone(),
+        c.watches()[0].clone(),
         pass,
         Arc::default(),
         tracker.clone(),
@@ -508,7 +508,7 @@ fn a_byte_order_mark_is_accepted() {
     )
     .unwrap();
     let c = Config::load(&path).unwrap();
-    let srcs: Vec<&str> = c.watches[0].sources.iter().map(|s| &*s.src).collect();
+    let srcs: Vec<&str> = c.watches()[0].sources().iter().map(|s| s.src()).collect();
     assert_eq!(srcs, ["/a.png", "/b.png"]);
 }
 
@@ -527,7 +527,7 @@ async fn context_with(
                 .with_retry_base(std::time::Duration::from_millis(5)),
         ),
         vercel: Some(Arc::new(client)),
-        store: origin_watch::store::open(&config.state, None, origin_watch::store::Access::Write)
+        store: origin_watch::store::open(config.state(), None, origin_watch::store::Access::Write)
             .await
             .unwrap(),
         reporter: Arc::new(origin_watch::report::Reporter::to_writer(Box::new(
@@ -540,7 +540,7 @@ async fn context_with(
 
 fn client(config: &Config, timeout_ms: u64) -> origin_watch::vercel::VercelClient {
     origin_watch::vercel::VercelClient::new(
-        &config.vercel,
+        config.vercel(),
         origin_watch::config::Token::new(common::TOKEN),
     )
     .unwrap()
@@ -573,7 +573,7 @@ async fn a_huge_api_error_body_is_read_only_in_part() {
     let c = config_with_api(&h, &format!("http://{api}"), &one_watch("", "[/a.png]"));
     let (ctx, lines) = context_with(&c, client(&c, 5_000)).await;
     let cancel = tokio_util::sync::CancellationToken::new();
-    origin_watch::pass::run_pass(&ctx, &c.watches, &cancel)
+    origin_watch::pass::run_pass(&ctx, c.watches(), &cancel)
         .await
         .unwrap();
     let records = lines.take_json_lines();
@@ -610,7 +610,7 @@ async fn a_hanging_api_costs_a_bounded_time_however_many_batches() {
     let (ctx, lines) = context_with(&c, client(&c, 200)).await;
     let started = std::time::Instant::now();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let outcome = origin_watch::pass::run_pass(&ctx, &c.watches, &cancel)
+    let outcome = origin_watch::pass::run_pass(&ctx, c.watches(), &cancel)
         .await
         .unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -703,7 +703,7 @@ async fn a_hanging_host_does_not_hold_back_a_healthy_one() {
     let (ctx, _lines) = h.context(&c, true, common::TOKEN).await;
     let cancel = tokio_util::sync::CancellationToken::new();
     let pass = {
-        let (cancel, watches) = (cancel.clone(), c.watches.clone());
+        let (cancel, watches) = (cancel.clone(), c.watches().to_vec());
         tokio::spawn(async move { origin_watch::pass::run_pass(&ctx, &watches, &cancel).await })
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

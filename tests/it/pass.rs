@@ -680,7 +680,7 @@ async fn a_cancelled_pass_starts_no_purge_and_keeps_what_it_knew() {
         stop.cancel();
     });
     let started = std::time::Instant::now();
-    let outcome = origin_watch::pass::run_pass(&ctx, &c.watches, &cancel)
+    let outcome = origin_watch::pass::run_pass(&ctx, c.watches(), &cancel)
         .await
         .unwrap();
     assert!(

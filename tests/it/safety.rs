@@ -267,7 +267,7 @@ async fn an_origin_retry_after_is_capped() {
         Duration::from_secs(20),
         origin_watch::pass::run_pass(
             &ctx,
-            &c.watches,
+            c.watches(),
             &tokio_util::sync::CancellationToken::new(),
         ),
     )

@@ -11,22 +11,22 @@ use origin_watch::config::Config;
 fn the_shipped_watch_yaml_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("watch.yaml");
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.watches.len(), 1);
-    let w = &c.watches[0];
-    assert_eq!(w.name, "site");
-    assert_eq!(w.project, "my-next-app");
+    assert_eq!(c.watches().len(), 1);
+    let w = &c.watches()[0];
+    assert_eq!(w.name(), "site");
+    assert_eq!(w.project(), "my-next-app");
     // The only watch takes its team from `vercel:` (an override there
     // would make `vercel.team_id` and `slug` dead settings).
-    assert_eq!(w.team_id.as_deref(), Some("team_1a2b3c"));
-    assert_eq!(w.slug.as_deref(), Some("my-team"));
-    assert_eq!(c.vercel.revalidation_deadline_seconds, Some(60));
+    assert_eq!(w.team_id(), Some("team_1a2b3c"));
+    assert_eq!(w.slug(), Some("my-team"));
+    assert_eq!(c.vercel().revalidation_deadline_seconds(), Some(60));
     // Three from `images:` and three from images.txt, found beside the config.
-    let srcs: Vec<&str> = w.sources.iter().map(|s| &*s.src).collect();
+    let srcs: Vec<&str> = w.sources().iter().map(|s| s.src()).collect();
     assert_eq!(srcs.len(), 6, "{srcs:?}");
     assert!(srcs.contains(&"/api/avatar/1"));
     assert!(srcs.contains(&"https://images.example.com/products/shoe.jpg?v=3"));
     assert_eq!(
-        c.state.file(),
+        c.state().file(),
         Some(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join(".origin-watch/state.db")
@@ -34,14 +34,17 @@ fn the_shipped_watch_yaml_loads() {
         )
     );
     assert_eq!(
-        w.canary.as_deref(),
+        w.canary(),
         Some("https://my-next-app.vercel.app/images/logo.png")
     );
     // It recommends outlasting CDN negative caches, and shows every guard.
-    let r = &w.rules;
-    assert_eq!(r.min_gone_for, std::time::Duration::from_secs(600));
-    assert_eq!((r.fraction_floor, r.max_inconclusive_fraction), (3, 0.5));
-    assert_eq!(r.guard_window, std::time::Duration::from_secs(24 * 3600));
+    let r = w.rules();
+    assert_eq!(r.min_gone_for(), std::time::Duration::from_secs(600));
+    assert_eq!(
+        (r.fraction_floor(), r.max_inconclusive_fraction()),
+        (3, 0.5)
+    );
+    assert_eq!(r.guard_window(), std::time::Duration::from_secs(24 * 3600));
 }
 
 fn plan(yaml: &str) -> String {

@@ -420,7 +420,7 @@ async fn the_old_default_state_file_is_imported_into_the_new_default_store() {
     let loaded = Config::load(&config).unwrap();
     assert!(
         loaded
-            .state
+            .state()
             .file()
             .unwrap()
             .ends_with(".origin-watch/state.db")

@@ -23,7 +23,7 @@ fn client_with(api_base: &str, vercel_extra: &str) -> VercelClient {
         "vercel:\n  api_base: {api_base}\n{vercel_extra}watches:\n  - {{ name: s, project: p, origin: 'http://127.0.0.1:1', images: [/a.png] }}\n"
     );
     let config = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    VercelClient::new(&config.vercel, Token::new(TOKEN)).unwrap()
+    VercelClient::new(config.vercel(), Token::new(TOKEN)).unwrap()
 }
 
 fn client(api_base: &str) -> VercelClient {
@@ -290,7 +290,7 @@ async fn a_project_lookup_tells_found_refused_and_no_answer_apart() {
         api.base_url()
     ))
     .unwrap();
-    let wrong = VercelClient::new(&cfg.vercel, Token::new("tok_wrong")).unwrap();
+    let wrong = VercelClient::new(cfg.vercel(), Token::new("tok_wrong")).unwrap();
     match wrong.project(&in_team("team_a")).await {
         ProjectLookup::Refused {
             status: 401,

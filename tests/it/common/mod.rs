@@ -201,7 +201,7 @@ impl Harness {
         let lines = Captured::default();
         let vercel = (!dry_run).then(|| {
             Arc::new(
-                VercelClient::new(&config.vercel, Token::new(token))
+                VercelClient::new(config.vercel(), Token::new(token))
                     .unwrap()
                     .with_retry(RetryPolicy {
                         max_retries: 4,
@@ -215,7 +215,7 @@ impl Harness {
         } else {
             Access::Write
         };
-        let store = store::open(&config.state, config.legacy_state.as_deref(), access)
+        let store = store::open(config.state(), config.legacy_state(), access)
             .await
             .unwrap();
         let ctx = PassContext {
@@ -243,7 +243,7 @@ impl Harness {
 
     pub async fn pass_with(&self, config: &Config, dry_run: bool, token: &str) -> Ran {
         let (ctx, lines) = self.context(config, dry_run, token).await;
-        let outcome = run_pass(&ctx, &config.watches, &CancellationToken::new())
+        let outcome = run_pass(&ctx, config.watches(), &CancellationToken::new())
             .await
             .unwrap();
         Ran {
@@ -270,7 +270,7 @@ impl Harness {
     pub async fn pass_at(&self, config: &Config, now: chrono::DateTime<chrono::Utc>) -> Ran {
         let (ctx, lines) = self.context(config, false, TOKEN).await;
         let outcome =
-            origin_watch::pass::run_pass_at(&ctx, &config.watches, &CancellationToken::new(), now)
+            origin_watch::pass::run_pass_at(&ctx, config.watches(), &CancellationToken::new(), now)
                 .await
                 .unwrap();
         Ran {
