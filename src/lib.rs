@@ -30,6 +30,12 @@
 //! - [`backoff`]: the waits before retrying (exponential with jitter, `Retry-After`).
 //! - [`exit`]: the exit codes; [`logsink`]: the buffered writer behind the logs.
 //! - [`redact`]: masks the token, registered secrets and URL passwords in all output.
+//! - [`files`]: reading a capped regular file (config, `images_file`, `ca_file`).
+//!
+//! The modules form layers with no cycle (`tests/it/modules.rs` checks it):
+//! `files`, `tls` and `transport` at the bottom, then `probe`, `policy`,
+//! `store`, `config`, and above them `vercel`, `discover`, `judge`, `plan`,
+//! `pass`, `notify` and the commands.
 //!
 //! The loopback fakes (an origin and the Vercel API) live in the `testkit` crate beside this one,
 //! a dev-dependency only: the shipped binary holds none of them.
@@ -56,6 +62,7 @@ pub mod cli;
 pub mod config;
 pub mod discover;
 pub mod exit;
+pub mod files;
 pub mod guard;
 pub mod judge;
 pub mod logsink;

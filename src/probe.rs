@@ -7,6 +7,8 @@
 //! bounded by a process-wide per-host limit that also backs off on 429.
 
 use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +18,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::Rules;
-use crate::store::Validators;
 use crate::transport::Transport;
 
 /// How long an origin's `Retry-After` may hold back probes to it.
@@ -158,7 +158,47 @@ impl std::fmt::Debug for ProbeHeaders {
     }
 }
 
-/// The per-probe settings, taken from a watch's [`Rules`].
+/// What a present answer said about the bytes behind a URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub length: Option<u64>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none() && self.length.is_none()
+    }
+
+    /// A fingerprint of what identifies the bytes (ETag and length; not
+    /// Last-Modified, which a deploy rewrites without new bytes). 0: none.
+    pub fn identity(&self) -> u64 {
+        if self.etag.is_none() && self.length.is_none() {
+            return 0;
+        }
+        fingerprint(&(&self.etag, self.length))
+    }
+
+    /// A fingerprint of all three, to tell whether the row needs writing.
+    pub fn all(&self) -> u64 {
+        if self.is_empty() {
+            return 0;
+        }
+        fingerprint(self)
+    }
+}
+
+fn fingerprint<T: Hash + ?Sized>(v: &T) -> u64 {
+    // Compared only within one process (the store keeps the text), so the
+    // hasher need not be stable across builds; 0 is reserved for "none".
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish().max(1)
+}
+
+/// The per-probe settings, taken from a watch's
+/// [`Rules`](crate::config::Rules).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeRules {
     pub timeout: Duration,
@@ -180,19 +220,6 @@ impl Default for ProbeRules {
             gone_statuses: vec![404, 410],
             per_host_concurrency: 16,
             headers: ProbeHeaders::default(),
-        }
-    }
-}
-
-impl From<&Rules> for ProbeRules {
-    fn from(r: &Rules) -> Self {
-        ProbeRules {
-            timeout: r.timeout,
-            retries: r.retries,
-            follow_redirects: r.follow_redirects,
-            gone_statuses: r.gone_statuses.clone(),
-            per_host_concurrency: r.per_host_concurrency,
-            headers: r.headers.clone(),
         }
     }
 }

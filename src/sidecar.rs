@@ -66,7 +66,7 @@ impl Clock {
         }
     }
 
-    /// Sleeps until wall time `t`, in naps of at most [`MAX_NAP`].
+    /// Sleeps until wall time `t`, in naps of at most `MAX_NAP`.
     pub async fn sleep_until(&self, t: DateTime<Utc>) {
         loop {
             match (t - self.now()).to_std() {

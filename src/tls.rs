@@ -73,7 +73,7 @@ impl Trust {
     /// Also trusts the certificates of the PEM bundle at `path`.
     pub fn with_ca_file(path: &Path) -> Result<Trust, TrustError> {
         let bytes =
-            crate::config::read_text(path, 16 * 1024 * 1024).map_err(|cause| TrustError::Read {
+            crate::files::read_text(path, 16 * 1024 * 1024).map_err(|cause| TrustError::Read {
                 path: path.to_owned(),
                 cause,
             })?;

@@ -134,7 +134,7 @@ type Client =
 
 /// hyper-util's pooled client over hyper-rustls: HTTP/1.1, or HTTP/2 when
 /// the origin offers it by ALPN; idle connections kept per origin, at most
-/// [`POOL_MAX_IDLE_PER_HOST`] of them, for [`POOL_IDLE_TIMEOUT`].
+/// `POOL_MAX_IDLE_PER_HOST` of them, for `POOL_IDLE_TIMEOUT`.
 pub struct Direct {
     /// Boxed: the client is large, and [`Transport`] holds one or the other.
     client: Box<Client>,

@@ -18,10 +18,11 @@ use crate::tls::ClientError;
 
 /// Vercel accepts at most this many sources per call.
 pub const MAX_BATCH: usize = 8;
-/// The path of the endpoint, below `api_base`.
-pub const ENDPOINT_PATH: &str = "/v1/edge-cache/dangerously-delete-by-src-images";
+/// The path of the endpoint, below `api_base` (the ledger's
+/// [`Endpoint`] names it).
+pub const ENDPOINT_PATH: &str = crate::store::Endpoint::Delete.path();
 /// The soft variant: stale copies are served while Vercel revalidates.
-pub const INVALIDATE_PATH: &str = "/v1/edge-cache/invalidate-by-src-images";
+pub const INVALIDATE_PATH: &str = crate::store::Endpoint::Invalidate.path();
 /// A `Retry-After` longer than this is not waited for: the batch fails and is
 /// retried on the next pass.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);

@@ -92,7 +92,7 @@ impl<'a> Checker<'a> {
         };
         let notify = match &raw.notify {
             None => None,
-            Some(n) => match crate::notify::NotifyConfig::check(n) {
+            Some(n) => match super::notify::NotifyConfig::check(n) {
                 Ok(n) => Some(n),
                 Err(problems) => {
                     self.problems.extend(problems);

@@ -18,6 +18,7 @@ use crate::schedule::CronSchedule;
 use crate::shard::Shard;
 use crate::store::StateLocation;
 
+pub use crate::files::{folder_of, read_text};
 pub use crate::sources::{MAX_SOURCE_LEN, ProbeTarget, ProbeUrl, Source};
 
 /// The largest `revalidationDeadlineSeconds` the API accepts (one year).
@@ -28,38 +29,6 @@ pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 /// An `images_file` is read up to this size (a million sources of a
 /// hundred characters is a tenth of it).
 pub const MAX_IMAGES_FILE_BYTES: u64 = 1024 * 1024 * 1024;
-
-/// Reads a text file of at most `cap` bytes, refusing what is not a regular
-/// file (a FIFO would hang the read, `/dev/zero` would never end) and a
-/// leading byte-order mark removed.
-pub fn read_text(path: &Path, cap: u64) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind, Read};
-    // `stat` before `open`: opening a FIFO blocks until a writer comes.
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file (a device, FIFO or folder cannot be read as one)",
-        ));
-    }
-    let file = std::fs::File::open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(cap + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > cap {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("larger than the {cap} bytes allowed"),
-        ));
-    }
-    let text = String::from_utf8(bytes).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
-    Ok(match text.strip_prefix('\u{feff}') {
-        Some(rest) => rest.to_owned(),
-        None => text,
-    })
-}
 
 /// Why a configuration could not be used. Every variant names its culprit.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +59,7 @@ mod check;
 mod discover;
 pub mod env;
 mod keys;
+pub mod notify;
 mod raw;
 
 pub use discover::{Discover, RawDiscover, RawDiscoverDefaults};
@@ -120,7 +90,7 @@ pub struct Config {
     /// The CAs trusted besides the Mozilla roots and the system store (`ca_file:`).
     trust: crate::tls::Trust,
     /// `notify:`, when set.
-    notify: Option<crate::notify::NotifyConfig>,
+    notify: Option<notify::NotifyConfig>,
 }
 
 /// `vercel:`, checked: `api_base` is an http(s) base URL with no query or
@@ -413,14 +383,6 @@ impl Watch {
     }
 }
 
-/// The folder a file is in, which paths relative to the file start from:
-/// its parent, or `.` for a bare file name.
-pub fn folder_of(path: &Path) -> &Path {
-    path.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
-
 impl Config {
     /// Reads and checks a config file. Relative paths inside it (`state`,
     /// `images_file`) are relative to the file's folder.
@@ -532,7 +494,7 @@ impl Config {
     }
 
     /// `notify:`, when set.
-    pub fn notify(&self) -> Option<&crate::notify::NotifyConfig> {
+    pub fn notify(&self) -> Option<&notify::NotifyConfig> {
         self.notify.as_ref()
     }
 
@@ -587,6 +549,20 @@ fn first_names(serde_message: &str, problem: &str) -> bool {
         .and_then(|path| path.rsplit('.').next())
         .unwrap_or_default();
     serde_message.contains(&format!("unknown field `{key}`"))
+}
+
+/// The per-probe part of a watch's rules.
+impl From<&Rules> for crate::probe::ProbeRules {
+    fn from(r: &Rules) -> Self {
+        crate::probe::ProbeRules {
+            timeout: r.timeout,
+            retries: r.retries,
+            follow_redirects: r.follow_redirects,
+            gone_statuses: r.gone_statuses.clone(),
+            per_host_concurrency: r.per_host_concurrency,
+            headers: r.headers.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

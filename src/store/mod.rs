@@ -8,8 +8,6 @@
 //! What a pass holds in memory per source is the compact [`Rec`]; the text
 //! behind it (validators, reasons) lives only in the store.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -113,44 +111,7 @@ pub fn rfc3339(ms: Millis) -> String {
     from_millis(ms).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// What a present answer said about the bytes behind a URL.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
-pub struct Validators {
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-    pub length: Option<u64>,
-}
-
-impl Validators {
-    pub fn is_empty(&self) -> bool {
-        self.etag.is_none() && self.last_modified.is_none() && self.length.is_none()
-    }
-
-    /// A fingerprint of what identifies the bytes (ETag and length; not
-    /// Last-Modified, which a deploy rewrites without new bytes). 0: none.
-    pub fn identity(&self) -> u64 {
-        if self.etag.is_none() && self.length.is_none() {
-            return 0;
-        }
-        fingerprint(&(&self.etag, self.length))
-    }
-
-    /// A fingerprint of all three, to tell whether the row needs writing.
-    pub fn all(&self) -> u64 {
-        if self.is_empty() {
-            return 0;
-        }
-        fingerprint(self)
-    }
-}
-
-fn fingerprint<T: Hash + ?Sized>(v: &T) -> u64 {
-    // Compared only within one process (the store keeps the text), so the
-    // hasher need not be stable across builds; 0 is reserved for "none".
-    let mut h = DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish().max(1)
-}
+pub use crate::probe::Validators;
 
 /// What the pass keeps in memory about one source between loading the
 /// inventory and writing back what changed. Text is fingerprinted: a
@@ -264,10 +225,10 @@ impl Endpoint {
     }
 
     /// The API path of the endpoint.
-    pub fn path(self) -> &'static str {
+    pub const fn path(self) -> &'static str {
         match self {
-            Endpoint::Delete => crate::vercel::ENDPOINT_PATH,
-            Endpoint::Invalidate => crate::vercel::INVALIDATE_PATH,
+            Endpoint::Delete => "/v1/edge-cache/dangerously-delete-by-src-images",
+            Endpoint::Invalidate => "/v1/edge-cache/invalidate-by-src-images",
         }
     }
 

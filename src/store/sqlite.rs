@@ -292,7 +292,7 @@ impl SqliteStore {
                 Ok(store)
             }
             Access::Write => {
-                std::fs::create_dir_all(crate::config::folder_of(path))
+                std::fs::create_dir_all(crate::files::folder_of(path))
                     .map_err(|e| open_err(Box::new(e)))?;
                 let moved_v1 = match &v1 {
                     Some(v1) if v1 == path => {

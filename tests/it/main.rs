@@ -10,6 +10,7 @@ mod deploy_passes;
 mod discover;
 mod discover_pass;
 mod hardening;
+mod modules;
 mod msrv;
 mod ops;
 mod pass;
