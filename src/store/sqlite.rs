@@ -1032,4 +1032,180 @@ mod tests {
         let shown = store.show(Some("w"), &[]).await.unwrap();
         assert_eq!(shown.len(), 6000);
     }
+
+    /// A store written by a newer build is refused however it is opened,
+    /// and names both versions.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_newer_schema_is_refused_by_readers_dry_runs_and_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(SqliteStore::open(&path, Access::Write).unwrap());
+        // The current version opens every way.
+        for access in [Access::Read, Access::DryRun, Access::Write] {
+            assert!(SqliteStore::open(&path, access).is_ok(), "{access:?}");
+        }
+        let db = Connection::open(&path).unwrap();
+        db.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(db);
+        for access in [Access::Read, Access::DryRun, Access::Write] {
+            match SqliteStore::open(&path, access) {
+                Err(StoreError::Version { found, known, .. }) => {
+                    assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+                }
+                Err(e) => panic!("{access:?}: unexpected error {e}"),
+                Ok(_) => panic!("{access:?}: a newer schema was opened"),
+            }
+        }
+    }
+
+    fn read_only<T: std::fmt::Debug>(r: Result<T>, what: &str) {
+        match r {
+            Err(StoreError::ReadOnly { .. }) => {}
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+
+    /// A reader (`state show`, `explain`) never writes: every write is
+    /// refused before it reaches the file, which stays as it was.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reader_refuses_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        assert!(writer.writable());
+        writer.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        drop(writer);
+        let store = SqliteStore::open(&path, Access::Read).unwrap();
+        assert!(!store.writable());
+        read_only(store.acquire("w").await, "acquire");
+        read_only(store.write("w", vec![row(2)], Vec::new()).await, "write");
+        read_only(store.pass_done("w", 5).await, "pass_done");
+        read_only(
+            store
+                .discovered("w", vec![("/a".into(), "p".into(), "page".into())], 5, true)
+                .await,
+            "discovered",
+        );
+        read_only(store.forget("w", &[row(1).src.to_string()]).await, "forget");
+        let call = LedgerEntry {
+            time: rfc3339(5),
+            at: 5,
+            endpoint: Endpoint::Delete,
+            project: "p".into(),
+            team_id: None,
+            slug: None,
+            src_images: vec!["/a".into()],
+            status: Some(200),
+            vercel_id: None,
+            error: None,
+            attempts: 1,
+        };
+        read_only(store.record_call(call, Vec::new()).await, "record_call");
+        assert_eq!(store.show(None, &[]).await.unwrap().len(), 1);
+        assert!(store.ledger(None).await.unwrap().is_empty());
+        // A dry run writes into its copy, but `state forget` is for the writer.
+        let dry = SqliteStore::open(&path, Access::DryRun).unwrap();
+        assert!(!dry.writable());
+        read_only(
+            dry.forget("w", &[row(1).src.to_string()]).await,
+            "dry forget",
+        );
+    }
+
+    /// `state forget` removes the named sources and counts only those that
+    /// were there.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn forgetting_counts_the_sources_that_were_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db"), Access::Write).unwrap();
+        store
+            .write("w", vec![row(1), row(2), row(3)], Vec::new())
+            .await
+            .unwrap();
+        let named = [
+            row(1).src.to_string(),
+            "/nowhere.png".into(),
+            row(3).src.to_string(),
+        ];
+        assert_eq!(store.forget("w", &named).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .forget("other", &[row(2).src.to_string()])
+                .await
+                .unwrap(),
+            0
+        );
+        let left: Vec<String> = store
+            .show(None, &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.src)
+            .collect();
+        assert_eq!(left, [row(2).src.to_string()]);
+    }
+
+    /// A source unreferenced since before `forget_before` with nothing
+    /// pending is forgotten by the writer's load; a reader's load counts it
+    /// but leaves the file alone.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_the_writer_deletes_what_a_load_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        let mut old = row(1);
+        old.rec = Rec::new(1_000, false);
+        old.rec.last_verdict = Some(Verdict::Present);
+        writer
+            .write("w", vec![old, row(2)], Vec::new())
+            .await
+            .unwrap();
+        drop(writer);
+        let listed = Arc::new(vec![row(2).src]);
+
+        let reader = SqliteStore::open(&path, Access::Read).unwrap();
+        let loaded = reader.load("w", listed.clone(), 2_000).await.unwrap();
+        assert_eq!(loaded.forgotten, 1);
+        assert!(loaded.recs[0].is_some());
+        assert_eq!(reader.show(None, &[]).await.unwrap().len(), 2);
+        drop(reader);
+
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        let loaded = writer.load("w", listed.clone(), 2_000).await.unwrap();
+        assert_eq!(loaded.forgotten, 1);
+        let left = writer.show(None, &[]).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].src, *row(2).src);
+        let loaded = writer.load("w", listed, 2_000).await.unwrap();
+        assert_eq!(loaded.forgotten, 0);
+    }
+
+    /// Closing the writer stops the checkpointer and closes its connection:
+    /// the last connection to close folds the WAL into the file and removes it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn closing_the_writer_leaves_no_wal_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        store
+            .write("w", vec![row(1), row(2)], Vec::new())
+            .await
+            .unwrap();
+        let wal = dir.path().join("state.db-wal");
+        assert!(wal.exists());
+        drop(store);
+        assert!(!wal.exists(), "the WAL outlived the store");
+    }
+
+    /// The holder a refused writer is told about names this machine.
+    #[test]
+    fn the_host_name_is_the_kernels() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let kernel = kernel.trim();
+        if kernel.is_empty() {
+            return;
+        }
+        assert_eq!(hostname(), kernel);
+    }
 }
