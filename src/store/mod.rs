@@ -364,6 +364,10 @@ impl<'a> Merge<'a> {
         match self.order.get(self.at) {
             Some(&i) if &*self.listed[i as usize] == src => {
                 self.loaded.recs[i as usize] = Some(rec);
+                // (cargo mutants: `*=` here is equivalent. Staying on this
+                // source only costs the next row one more step of the loop
+                // above: rows come in strictly ascending `src` order, one per
+                // source, so the next row is greater and skips it anyway.)
                 self.at += 1;
             }
             _ if !ours => {}
