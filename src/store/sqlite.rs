@@ -248,6 +248,8 @@ impl SqliteStore {
         };
         match access {
             Access::Read | Access::DryRun => {
+                // (cargo mutants: `|` as `^` in the two `open_with_flags`
+                // below is equivalent: the two flags are distinct bits.)
                 let on_disk = path.exists() && v1.as_deref() != Some(path);
                 let conn = if on_disk && access == Access::Read {
                     Connection::open_with_flags(
@@ -1207,5 +1209,199 @@ mod tests {
             return;
         }
         assert_eq!(hostname(), kernel);
+    }
+
+    /// The files under `dir` this process holds open.
+    fn open_files_under(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .collect()
+    }
+
+    /// Closing the writer closes every file it opened, the background
+    /// checkpointer's connection included (a daemon reopens its store on
+    /// each reload).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn closing_the_writer_closes_every_file_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir_path = dir.path().canonicalize().unwrap();
+        let path = dir_path.join("state.db");
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        store.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        assert!(!open_files_under(&dir_path).is_empty());
+        drop(store);
+        assert_eq!(open_files_under(&dir_path), Vec::<PathBuf>::new());
+    }
+
+    /// `state show` beside a running writer reads the file as it is now,
+    /// not a copy taken when it opened.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reader_sees_what_the_writer_wrote_after_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        writer.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        let reader = SqliteStore::open(&path, Access::Read).unwrap();
+        assert_eq!(reader.show(None, &[]).await.unwrap().len(), 1);
+        writer.write("w", vec![row(2)], Vec::new()).await.unwrap();
+        assert_eq!(reader.show(None, &[]).await.unwrap().len(), 2);
+    }
+
+    /// A dry run writes into a copy in memory: the pass's writes succeed,
+    /// and the file keeps what it had.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_dry_run_writes_into_a_copy_and_the_file_stays_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        writer.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        drop(writer);
+        let dry = SqliteStore::open(&path, Access::DryRun).unwrap();
+        dry.write("w", vec![row(2)], Vec::new()).await.unwrap();
+        dry.pass_done("w", 5).await.unwrap();
+        assert_eq!(dry.show(None, &[]).await.unwrap().len(), 2);
+        drop(dry);
+        let reader = SqliteStore::open(&path, Access::Read).unwrap();
+        assert_eq!(reader.show(None, &[]).await.unwrap().len(), 1);
+    }
+
+    /// With no store yet, readers and dry runs work on an empty store in
+    /// memory and create nothing on disk.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_missing_store_reads_as_empty_and_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let reader = SqliteStore::open(&path, Access::Read).unwrap();
+        assert!(reader.show(None, &[]).await.unwrap().is_empty());
+        let dry = SqliteStore::open(&path, Access::DryRun).unwrap();
+        dry.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        assert_eq!(dry.show(None, &[]).await.unwrap().len(), 1);
+        drop((reader, dry));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    const V1: &str = r#"{
+  "version": 1,
+  "watches": {
+    "site": {
+      "/old.png": { "gone_streak": 1, "first_gone": "2026-11-01T10:30:00Z", "last_gone": "2026-11-01T10:30:00Z", "last_status": 410 }
+    }
+  }
+}"#;
+
+    /// The old default state file is imported only into a store that does
+    /// not exist yet, never into one that does.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_legacy_state_is_imported_only_where_no_store_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let legacy = dir.path().join("state.json");
+        std::fs::write(&legacy, V1).unwrap();
+        let dry = SqliteStore::open_with_legacy(&path, Some(&legacy), Access::DryRun).unwrap();
+        let shown = dry.show(None, &[]).await.unwrap();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(shown[0].src, "/old.png");
+        drop(dry);
+        assert!(!path.exists());
+
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        writer.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        drop(writer);
+        for access in [Access::Read, Access::DryRun, Access::Write] {
+            let store = SqliteStore::open_with_legacy(&path, Some(&legacy), access).unwrap();
+            let shown = store.show(None, &[]).await.unwrap();
+            assert_eq!(shown.len(), 1, "{access:?}: {shown:?}");
+            assert_eq!(shown[0].src, *row(1).src, "{access:?}");
+        }
+        assert!(legacy.exists(), "left where it was");
+    }
+
+    /// The writer imports a version 1 file, whether it sits at the store's
+    /// path or at the old default, and moves it aside (`.v1.json`).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_writer_imports_a_version_1_file_and_moves_it_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, V1).unwrap();
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        let shown = store.show(None, &[]).await.unwrap();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(shown[0].src, "/old.png");
+        assert_eq!(
+            std::fs::read_to_string(migrate_v1::aside_path(&path)).unwrap(),
+            V1
+        );
+        drop(store);
+
+        let path = dir.path().join("new.db");
+        let legacy = dir.path().join("old-default.json");
+        std::fs::write(&legacy, V1).unwrap();
+        let store = SqliteStore::open_with_legacy(&path, Some(&legacy), Access::Write).unwrap();
+        assert_eq!(store.show(None, &[]).await.unwrap().len(), 1);
+        assert!(!legacy.exists());
+        assert_eq!(
+            std::fs::read_to_string(migrate_v1::aside_path(&legacy)).unwrap(),
+            V1
+        );
+    }
+
+    /// The background checkpointer does not checkpoint again within
+    /// [`CHECKPOINT_EVERY`] of its last checkpoint, however often the pass
+    /// commits. (A try whose watch ran past the interval, on a stalled
+    /// machine, says nothing, and is made again.)
+    #[tokio::test(flavor = "multi_thread")]
+    async fn background_checkpoints_are_at_least_an_interval_apart() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let mut next = 0;
+        for _ in 0..20 {
+            let before = size();
+            let rows = (next..next + 500).map(row).collect();
+            next += 500;
+            store.write("w", rows, Vec::new()).await.unwrap();
+            // The checkpoint this commit wakes: the file grows, then settles.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while size() == before {
+                assert!(Instant::now() < deadline, "no checkpoint at all");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let checkpointed = Instant::now();
+            let mut settled = size();
+            loop {
+                std::thread::sleep(Duration::from_millis(20));
+                let now = size();
+                if now == settled {
+                    break;
+                }
+                settled = now;
+            }
+            // A second commit right away: its checkpoint must wait.
+            let rows = (next..next + 500).map(row).collect();
+            next += 500;
+            store.write("w", rows, Vec::new()).await.unwrap();
+            let mut grew = false;
+            while checkpointed.elapsed() < CHECKPOINT_EVERY * 4 / 5 {
+                if size() != settled {
+                    grew = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let watched = checkpointed.elapsed();
+            if watched >= CHECKPOINT_EVERY {
+                continue;
+            }
+            assert!(
+                !grew,
+                "a second checkpoint came {watched:?} after the first"
+            );
+            return;
+        }
+        panic!("no try finished its watch within {CHECKPOINT_EVERY:?}");
     }
 }
