@@ -1493,4 +1493,151 @@ mod tests {
             Ok(_) => panic!("a second writer got in"),
         }
     }
+
+    /// API calls, their effects, discoveries and passes read back through
+    /// the ledger, `explain`, the fraction guards' window, discovery's
+    /// bookkeeping and `state show`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn calls_discoveries_and_passes_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db"), Access::Write).unwrap();
+        let (one, two) = (row(1).src.to_string(), row(2).src.to_string());
+        store
+            .write("w", vec![row(1), row(2)], Vec::new())
+            .await
+            .unwrap();
+        let call = |at: i64, endpoint: Endpoint, src: &str, status: u16| LedgerEntry {
+            time: rfc3339(at),
+            at,
+            endpoint,
+            project: "shop".into(),
+            team_id: Some("team".into()),
+            slug: None,
+            src_images: vec![src.to_owned()],
+            status: Some(status),
+            vercel_id: Some(format!("id-{at}")),
+            error: None,
+            attempts: 1,
+        };
+        let mut purged = row(1);
+        purged.rec.last_decision = Some(Decision::Purge);
+        store
+            .record_call(
+                call(10, Endpoint::Delete, &one, 200),
+                vec![("w".into(), purged)],
+            )
+            .await
+            .unwrap();
+        store
+            .record_call(call(20, Endpoint::Invalidate, &two, 200), Vec::new())
+            .await
+            .unwrap();
+        store
+            .record_call(call(30, Endpoint::Delete, &two, 500), Vec::new())
+            .await
+            .unwrap();
+
+        let ledger = store.ledger(None).await.unwrap();
+        let seen: Vec<(i64, Endpoint, Vec<String>, Option<u16>)> = ledger
+            .iter()
+            .map(|l| (l.at, l.endpoint, l.src_images.clone(), l.status))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (10, Endpoint::Delete, vec![one.clone()], Some(200)),
+                (20, Endpoint::Invalidate, vec![two.clone()], Some(200)),
+                (30, Endpoint::Delete, vec![two.clone()], Some(500)),
+            ]
+        );
+        assert_eq!(ledger[0].vercel_id.as_deref(), Some("id-10"));
+        assert_eq!(ledger[0].team_id.as_deref(), Some("team"));
+        assert_eq!(store.ledger(Some(20)).await.unwrap().len(), 2);
+        let for_two: Vec<i64> = store
+            .calls_for(&two)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.at)
+            .collect();
+        assert_eq!(for_two, [20, 30]);
+        assert_eq!(
+            store
+                .recently_called("w", Endpoint::Delete, 0)
+                .await
+                .unwrap(),
+            vec![one.clone()]
+        );
+        assert_eq!(
+            store
+                .recently_called("w", Endpoint::Invalidate, 0)
+                .await
+                .unwrap(),
+            vec![two.clone()]
+        );
+        assert!(
+            store
+                .recently_called("w", Endpoint::Delete, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let shown = store
+            .show(Some("w"), std::slice::from_ref(&one))
+            .await
+            .unwrap();
+        assert_eq!(shown.len(), 1, "only the source asked for");
+        assert_eq!(
+            shown[0].last_decision,
+            Some(Decision::Purge),
+            "the call's effect"
+        );
+        assert_eq!(shown[0].last_checked, None);
+
+        store.pass_done("w", 1_700_000_500_000).await.unwrap();
+        let shown = store
+            .show(Some("w"), std::slice::from_ref(&two))
+            .await
+            .unwrap();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].src, two);
+        assert_eq!(
+            shown[0].last_checked.as_deref(),
+            Some(rfc3339(1_700_000_500_000).as_str())
+        );
+
+        assert_eq!(store.discovered_at("w").await.unwrap(), None);
+        let found = |src: &str| {
+            (
+                src.to_owned(),
+                format!("https://origin.example{src}"),
+                "https://site.example/".to_owned(),
+            )
+        };
+        store
+            .discovered("w", vec![found("/d1.png")], 40, true)
+            .await
+            .unwrap();
+        assert_eq!(store.discovered_at("w").await.unwrap(), Some(40));
+        store
+            .discovered("w", vec![found("/d2.png")], 50, false)
+            .await
+            .unwrap();
+        assert_eq!(store.discovered_at("w").await.unwrap(), Some(40));
+        let mut sources = store.discovered_sources("w").await.unwrap();
+        sources.sort();
+        assert_eq!(
+            sources,
+            [
+                ("/d1.png".into(), "https://origin.example/d1.png".into()),
+                ("/d2.png".into(), "https://origin.example/d2.png".into()),
+            ]
+        );
+        let d1 = store.show(Some("w"), &["/d1.png".into()]).await.unwrap();
+        assert_eq!(
+            d1[0].seen_in.as_deref(),
+            Some("discovery: https://site.example/")
+        );
+        assert_eq!(store.show(None, &[]).await.unwrap().len(), 4);
+    }
 }
