@@ -256,3 +256,49 @@ async fn reset_host_limits_lets_a_reload_change_the_per_host_limit() {
     burst(4).await;
     assert_eq!(o.max_in_flight(), 4, "after a reload, the new limit");
 }
+
+/// A gone `HEAD` whose confirming `GET` gets no answer at all is
+/// inconclusive, and the observation says what happened. (An origin on
+/// loopback that answers `HEAD` 404 and hangs up on every `GET`.)
+#[tokio::test]
+async fn a_gone_head_whose_confirming_get_fails_is_inconclusive_and_says_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let request: Vec<u8> = buf.drain(..end + 4).collect();
+                        if !request.starts_with(b"HEAD ") {
+                            return; // hang up on the GET
+                        }
+                        let answer = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+                        if sock.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let obs = Prober::new()
+        .unwrap()
+        .probe(&format!("http://{addr}/img.png"), &rules())
+        .await;
+    assert_eq!(obs.verdict, Verdict::Inconclusive, "{obs:?}");
+    assert_eq!(obs.status, None, "{obs:?}");
+    assert!(obs.error.is_some(), "{obs:?}");
+    assert_eq!(
+        obs.note.as_deref(),
+        Some("HEAD answered 404 but the confirming GET failed"),
+        "{obs:?}"
+    );
+}
