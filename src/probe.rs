@@ -221,6 +221,7 @@ impl Host {
     fn back_off(&self, wait: Duration, cap: Duration) {
         let until = Instant::now() + wait.min(cap);
         let mut nb = lock(&self.not_before);
+        // (cargo mutants: `<=` here is equivalent: it rewrites the same deadline.)
         if nb.is_none_or(|t| t < until) {
             *nb = Some(until);
         }
