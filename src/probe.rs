@@ -248,6 +248,7 @@ impl Host {
     fn back_off(&self, wait: Duration, cap: Duration) {
         let until = Instant::now() + wait.min(cap);
         let mut nb = lock(&self.not_before);
+        // (cargo mutants: `<=` here is equivalent: it rewrites the same deadline.)
         if nb.is_none_or(|t| t < until) {
             *nb = Some(until);
         }
@@ -628,4 +629,103 @@ impl HostSlot {
 /// million sources cost a bounded window, not a million futures.
 pub fn window(concurrency: usize) -> usize {
     concurrency.saturating_mul(4).clamp(256, 16_384)
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use url::Url;
+
+    use super::{ProbeHeaders, Verdict, same_origin, validators_of, window};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn verdicts_have_their_names() {
+        let names: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
+        assert_eq!(names, ["present", "gone", "inconclusive"]);
+    }
+
+    /// The length of a ranged GET is the total its `Content-Range` names,
+    /// not the one byte it carries; of a whole answer, its `Content-Length`;
+    /// of anything but a 2xx, unknown.
+    #[test]
+    fn validators_take_the_length_from_the_range_total_or_the_whole_answer() {
+        let ranged = headers(&[
+            ("content-range", "bytes 0-0/12345"),
+            ("content-length", "1"),
+            ("etag", " \"abc\" "),
+            ("last-modified", "Tue, 01 Dec 2026 10:00:00 GMT"),
+        ]);
+        let v = validators_of(206, &ranged);
+        assert_eq!(v.length, Some(12345));
+        assert_eq!(v.etag.as_deref(), Some("\"abc\""), "trimmed");
+        assert_eq!(
+            v.last_modified.as_deref(),
+            Some("Tue, 01 Dec 2026 10:00:00 GMT")
+        );
+        assert_eq!(validators_of(200, &ranged).length, Some(1));
+        assert_eq!(
+            validators_of(206, &headers(&[("content-range", "bytes 0-0/*")])).length,
+            None
+        );
+        let whole = headers(&[("content-length", "777")]);
+        assert_eq!(validators_of(200, &whole).length, Some(777));
+        assert_eq!(validators_of(204, &whole).length, Some(777));
+        assert_eq!(validators_of(404, &whole).length, None);
+        assert_eq!(validators_of(404, &whole).etag, None);
+        // An empty header is no validator.
+        let empty = validators_of(200, &headers(&[("etag", "  "), ("last-modified", "")]));
+        assert!(empty.is_empty(), "{empty:?}");
+    }
+
+    #[test]
+    fn the_origin_is_scheme_host_and_port() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let a = u("https://img.example/a.png");
+        assert!(same_origin(&a, &u("https://img.example/b/c.png?x=1")));
+        assert!(same_origin(&a, &u("https://img.example:443/b.png")));
+        assert!(!same_origin(&a, &u("http://img.example/a.png")));
+        assert!(!same_origin(&a, &u("https://cdn.example/a.png")));
+        assert!(!same_origin(&a, &u("https://img.example:8443/a.png")));
+    }
+
+    /// Probe headers go to the first host only, and `Debug` shows their
+    /// names, never their values.
+    #[test]
+    fn probe_headers_stay_on_the_first_host_and_out_of_debug() {
+        let mut map = HeaderMap::new();
+        map.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer probe-headers-unit-test-secret"),
+        );
+        let h = ProbeHeaders::new(map);
+        assert!(!h.is_empty());
+        assert!(ProbeHeaders::default().is_empty());
+        assert_eq!(h.map().len(), 1);
+        let first = Url::parse("https://img.example/a.png").unwrap();
+        let same = Url::parse("https://img.example/moved.png").unwrap();
+        let other = Url::parse("https://elsewhere.example/a.png").unwrap();
+        assert_eq!(h.for_hop(&first, &same).len(), 1);
+        assert!(h.for_hop(&first, &other).is_empty());
+        let shown = format!("{h:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    /// More probes started than may be on the wire, within bounds.
+    #[test]
+    fn the_window_is_four_times_the_concurrency_within_bounds() {
+        assert_eq!(window(1), 256);
+        assert_eq!(window(100), 400);
+        assert_eq!(window(1000), 4000);
+        assert_eq!(window(10_000), 16_384);
+        assert_eq!(window(usize::MAX), 16_384);
+    }
 }

@@ -341,6 +341,10 @@ impl<'a> Merge<'a> {
         match self.order.get(self.at) {
             Some(&i) if &*self.listed[i as usize] == src => {
                 self.loaded.recs[i as usize] = Some(rec);
+                // (cargo mutants: `*=` here is equivalent. Staying on this
+                // source only costs the next row one more step of the loop
+                // above: rows come in strictly ascending `src` order, one per
+                // source, so the next row is greater and skips it anyway.)
                 self.at += 1;
             }
             _ if !ours => {}
@@ -498,7 +502,11 @@ pub async fn open(
 
 #[cfg(test)]
 mod tests {
-    use super::{Rec, Validators, rfc3339};
+    use std::sync::Arc;
+
+    use super::{Endpoint, Merge, Rec, Validators, from_millis, rfc3339};
+    use crate::policy::Episode;
+    use crate::probe::Verdict;
 
     fn v(etag: Option<&str>, last_modified: Option<&str>, length: Option<u64>) -> Validators {
         Validators {
@@ -556,5 +564,150 @@ mod tests {
             "{} bytes",
             std::mem::size_of::<Option<Rec>>()
         );
+    }
+
+    fn episode(purged: bool) -> Option<Box<Episode>> {
+        Some(Box::new(Episode {
+            gone_streak: 2,
+            first_gone: from_millis(1_000),
+            last_gone: from_millis(2_000),
+            last_status: Some(404),
+            purged_at: purged.then(|| from_millis(2_000)),
+        }))
+    }
+
+    fn rec(verdict: Option<Verdict>, episode: Option<Box<Episode>>, candidate: u64) -> Rec {
+        Rec {
+            last_verdict: verdict,
+            episode,
+            candidate,
+            candidate_streak: u32::from(candidate != 0),
+            ..Rec::new(1_000, true)
+        }
+    }
+
+    /// Only a plainly present source with no change pending, or a gone one
+    /// already purged in its episode, has nothing left to do.
+    #[test]
+    fn a_record_is_pending_unless_settled_present_or_purged() {
+        let present = Some(Verdict::Present);
+        let gone = Some(Verdict::Gone);
+        assert!(!rec(present, None, 0).pending());
+        assert!(rec(present, None, 7).pending(), "a change to confirm");
+        assert!(rec(None, None, 0).pending(), "never probed");
+        assert!(rec(Some(Verdict::Inconclusive), None, 0).pending());
+        assert!(rec(gone, episode(false), 0).pending(), "gone, not purged");
+        assert!(!rec(gone, episode(true), 0).pending(), "gone and purged");
+        assert!(rec(gone, episode(true), 7).pending());
+        assert!(
+            rec(present, episode(false), 0).pending(),
+            "present, but its gone episode still open"
+        );
+    }
+
+    #[test]
+    fn unreferencing_a_source_notes_when_it_stopped_being_referenced() {
+        let mut r = Rec::new(1_000, true);
+        assert_eq!(r.unreferenced_since, None);
+        r.set_referenced(false, 2_000);
+        assert!(!r.referenced);
+        assert_eq!(r.unreferenced_since, Some(2_000));
+        // Still unreferenced later: the first time is kept.
+        r.set_referenced(false, 3_000);
+        assert_eq!(r.unreferenced_since, Some(2_000));
+        r.set_referenced(true, 4_000);
+        assert!(r.referenced);
+        assert_eq!(r.unreferenced_since, None);
+
+        // An unreferenced record without a time (as an older state may
+        // hold) gets one.
+        let mut r = Rec::new(1_000, false);
+        r.unreferenced_since = None;
+        r.set_referenced(false, 5_000);
+        assert_eq!(r.unreferenced_since, Some(5_000));
+        assert!(!r.referenced);
+    }
+
+    #[test]
+    fn endpoints_have_their_names_and_paths() {
+        assert_eq!(Endpoint::Delete.as_str(), "delete");
+        assert_eq!(Endpoint::Invalidate.as_str(), "invalidate");
+        assert_eq!(Endpoint::Delete.path(), crate::vercel::ENDPOINT_PATH);
+        assert_eq!(Endpoint::Invalidate.path(), crate::vercel::INVALIDATE_PATH);
+        for e in Endpoint::ALL {
+            assert_eq!(Endpoint::parse(e.as_str()), Some(e));
+        }
+        assert_eq!(Endpoint::parse("purge"), None);
+        assert_eq!(Endpoint::parse(""), None);
+    }
+
+    fn listed(srcs: &[&str]) -> Vec<Arc<str>> {
+        srcs.iter().map(|s| Arc::from(*s)).collect()
+    }
+
+    fn unreferenced(since: i64, verdict: Option<Verdict>) -> Rec {
+        let mut r = Rec::new(since, false);
+        r.last_verdict = verdict;
+        r
+    }
+
+    /// Listed sources get their records in place, whatever order they are
+    /// listed in; a stored source that is not listed is remembered, or
+    /// forgotten when it has been unreferenced since before `forget_before`
+    /// with nothing pending; another process's rows are left alone.
+    #[test]
+    fn merging_lines_stored_rows_up_with_the_listed_sources() {
+        let present = Some(Verdict::Present);
+        let srcs = listed(&["/d", "/b", "/f", "/h"]);
+        let mut m = Merge::new(&srcs, 10_000);
+        // Unlisted, referenced: remembered.
+        m.row("/a", "pa", Rec::new(1, true), true);
+        m.row("/b", "pb", Rec::new(2, true), true);
+        // Unlisted, unreferenced long ago, nothing pending: forgotten.
+        m.row("/c", "pc", unreferenced(9_999, present), true);
+        m.row("/d", "pd", Rec::new(4, true), true);
+        // Unreferenced exactly at `forget_before`: not yet long enough.
+        m.row("/e", "pe", unreferenced(10_000, present), true);
+        // Another process's row: neither remembered nor forgotten.
+        m.row("/e2", "pe2", unreferenced(1, present), false);
+        m.row("/e3", "pe3", Rec::new(1, true), false);
+        // Unreferenced long ago but still pending: remembered.
+        m.row("/g", "pg", unreferenced(1, Some(Verdict::Gone)), true);
+        // Unreferenced recently: remembered.
+        m.row("/g2", "pg2", unreferenced(20_000, present), true);
+        // Referenced, settled, with an old unreferenced time: remembered.
+        let mut odd = Rec::new(1, true);
+        odd.last_verdict = present;
+        odd.unreferenced_since = Some(1);
+        m.row("/g3", "pg3", odd, true);
+        m.row("/h", "ph", Rec::new(8, true), true);
+        // After the last listed source.
+        m.row("/z", "pz", Rec::new(9, true), true);
+
+        let firsts: Vec<Option<i64>> = m
+            .loaded
+            .recs
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.first_seen))
+            .collect();
+        assert_eq!(firsts, [Some(4), Some(2), None, Some(8)]);
+        let remembered: Vec<(&str, &str)> = m
+            .loaded
+            .remembered
+            .iter()
+            .map(|(s, p, _)| (s.as_str(), p.as_str()))
+            .collect();
+        assert_eq!(
+            remembered,
+            [
+                ("/a", "pa"),
+                ("/e", "pe"),
+                ("/g", "pg"),
+                ("/g2", "pg2"),
+                ("/g3", "pg3"),
+                ("/z", "pz")
+            ]
+        );
+        assert_eq!(m.forget, ["/c"]);
     }
 }

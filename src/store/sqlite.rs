@@ -248,6 +248,8 @@ impl SqliteStore {
         };
         match access {
             Access::Read | Access::DryRun => {
+                // (cargo mutants: `|` as `^` in the two `open_with_flags`
+                // below is equivalent: the two flags are distinct bits.)
                 let on_disk = path.exists() && v1.as_deref() != Some(path);
                 let conn = if on_disk && access == Access::Read {
                     Connection::open_with_flags(
@@ -1031,5 +1033,611 @@ mod tests {
         let store = SqliteStore::open(&path, Access::Read).unwrap();
         let shown = store.show(Some("w"), &[]).await.unwrap();
         assert_eq!(shown.len(), 6000);
+    }
+
+    /// A store written by a newer build is refused however it is opened,
+    /// and names both versions.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_newer_schema_is_refused_by_readers_dry_runs_and_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(SqliteStore::open(&path, Access::Write).unwrap());
+        // The current version opens every way.
+        for access in [Access::Read, Access::DryRun, Access::Write] {
+            assert!(SqliteStore::open(&path, access).is_ok(), "{access:?}");
+        }
+        let db = Connection::open(&path).unwrap();
+        db.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(db);
+        for access in [Access::Read, Access::DryRun, Access::Write] {
+            match SqliteStore::open(&path, access) {
+                Err(StoreError::Version { found, known, .. }) => {
+                    assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+                }
+                Err(e) => panic!("{access:?}: unexpected error {e}"),
+                Ok(_) => panic!("{access:?}: a newer schema was opened"),
+            }
+        }
+    }
+
+    fn read_only<T: std::fmt::Debug>(r: Result<T>, what: &str) {
+        match r {
+            Err(StoreError::ReadOnly { .. }) => {}
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+
+    /// A reader (`state show`, `explain`) never writes: every write is
+    /// refused before it reaches the file, which stays as it was.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reader_refuses_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        assert!(writer.writable());
+        writer.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        drop(writer);
+        let store = SqliteStore::open(&path, Access::Read).unwrap();
+        assert!(!store.writable());
+        read_only(store.acquire("w").await, "acquire");
+        read_only(store.write("w", vec![row(2)], Vec::new()).await, "write");
+        read_only(store.pass_done("w", 5).await, "pass_done");
+        read_only(
+            store
+                .discovered("w", vec![("/a".into(), "p".into(), "page".into())], 5, true)
+                .await,
+            "discovered",
+        );
+        read_only(store.forget("w", &[row(1).src.to_string()]).await, "forget");
+        let call = LedgerEntry {
+            time: rfc3339(5),
+            at: 5,
+            endpoint: Endpoint::Delete,
+            project: "p".into(),
+            team_id: None,
+            slug: None,
+            src_images: vec!["/a".into()],
+            status: Some(200),
+            vercel_id: None,
+            error: None,
+            attempts: 1,
+        };
+        read_only(store.record_call(call, Vec::new()).await, "record_call");
+        assert_eq!(store.show(None, &[]).await.unwrap().len(), 1);
+        assert!(store.ledger(None).await.unwrap().is_empty());
+        // A dry run writes into its copy, but `state forget` is for the writer.
+        let dry = SqliteStore::open(&path, Access::DryRun).unwrap();
+        assert!(!dry.writable());
+        read_only(
+            dry.forget("w", &[row(1).src.to_string()]).await,
+            "dry forget",
+        );
+    }
+
+    /// `state forget` removes the named sources and counts only those that
+    /// were there.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn forgetting_counts_the_sources_that_were_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db"), Access::Write).unwrap();
+        store
+            .write("w", vec![row(1), row(2), row(3)], Vec::new())
+            .await
+            .unwrap();
+        let named = [
+            row(1).src.to_string(),
+            "/nowhere.png".into(),
+            row(3).src.to_string(),
+        ];
+        assert_eq!(store.forget("w", &named).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .forget("other", &[row(2).src.to_string()])
+                .await
+                .unwrap(),
+            0
+        );
+        let left: Vec<String> = store
+            .show(None, &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.src)
+            .collect();
+        assert_eq!(left, [row(2).src.to_string()]);
+    }
+
+    /// A source unreferenced since before `forget_before` with nothing
+    /// pending is forgotten by the writer's load; a reader's load counts it
+    /// but leaves the file alone.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_the_writer_deletes_what_a_load_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        let mut old = row(1);
+        old.rec = Rec::new(1_000, false);
+        old.rec.last_verdict = Some(Verdict::Present);
+        writer
+            .write("w", vec![old, row(2)], Vec::new())
+            .await
+            .unwrap();
+        drop(writer);
+        let listed = Arc::new(vec![row(2).src]);
+
+        let reader = SqliteStore::open(&path, Access::Read).unwrap();
+        let loaded = reader.load("w", listed.clone(), 2_000).await.unwrap();
+        assert_eq!(loaded.forgotten, 1);
+        assert!(loaded.recs[0].is_some());
+        assert_eq!(reader.show(None, &[]).await.unwrap().len(), 2);
+        drop(reader);
+
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        let loaded = writer.load("w", listed.clone(), 2_000).await.unwrap();
+        assert_eq!(loaded.forgotten, 1);
+        let left = writer.show(None, &[]).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].src, *row(2).src);
+        let loaded = writer.load("w", listed, 2_000).await.unwrap();
+        assert_eq!(loaded.forgotten, 0);
+    }
+
+    /// Closing the writer stops the checkpointer and closes its connection:
+    /// the last connection to close folds the WAL into the file and removes it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn closing_the_writer_leaves_no_wal_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        store
+            .write("w", vec![row(1), row(2)], Vec::new())
+            .await
+            .unwrap();
+        let wal = dir.path().join("state.db-wal");
+        assert!(wal.exists());
+        drop(store);
+        assert!(!wal.exists(), "the WAL outlived the store");
+    }
+
+    /// The holder a refused writer is told about names this machine.
+    #[test]
+    fn the_host_name_is_the_kernels() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let kernel = kernel.trim();
+        if kernel.is_empty() {
+            return;
+        }
+        assert_eq!(hostname(), kernel);
+    }
+
+    /// The files under `dir` this process holds open.
+    fn open_files_under(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .collect()
+    }
+
+    /// Closing the writer closes every file it opened, the background
+    /// checkpointer's connection included (a daemon reopens its store on
+    /// each reload).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn closing_the_writer_closes_every_file_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir_path = dir.path().canonicalize().unwrap();
+        let path = dir_path.join("state.db");
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        store.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        assert!(!open_files_under(&dir_path).is_empty());
+        drop(store);
+        assert_eq!(open_files_under(&dir_path), Vec::<PathBuf>::new());
+    }
+
+    /// `state show` beside a running writer reads the file as it is now,
+    /// not a copy taken when it opened.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reader_sees_what_the_writer_wrote_after_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        writer.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        let reader = SqliteStore::open(&path, Access::Read).unwrap();
+        assert_eq!(reader.show(None, &[]).await.unwrap().len(), 1);
+        writer.write("w", vec![row(2)], Vec::new()).await.unwrap();
+        assert_eq!(reader.show(None, &[]).await.unwrap().len(), 2);
+    }
+
+    /// A dry run writes into a copy in memory: the pass's writes succeed,
+    /// and the file keeps what it had.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_dry_run_writes_into_a_copy_and_the_file_stays_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        writer.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        drop(writer);
+        let dry = SqliteStore::open(&path, Access::DryRun).unwrap();
+        dry.write("w", vec![row(2)], Vec::new()).await.unwrap();
+        dry.pass_done("w", 5).await.unwrap();
+        assert_eq!(dry.show(None, &[]).await.unwrap().len(), 2);
+        drop(dry);
+        let reader = SqliteStore::open(&path, Access::Read).unwrap();
+        assert_eq!(reader.show(None, &[]).await.unwrap().len(), 1);
+    }
+
+    /// With no store yet, readers and dry runs work on an empty store in
+    /// memory and create nothing on disk.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_missing_store_reads_as_empty_and_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let reader = SqliteStore::open(&path, Access::Read).unwrap();
+        assert!(reader.show(None, &[]).await.unwrap().is_empty());
+        let dry = SqliteStore::open(&path, Access::DryRun).unwrap();
+        dry.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        assert_eq!(dry.show(None, &[]).await.unwrap().len(), 1);
+        drop((reader, dry));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    const V1: &str = r#"{
+  "version": 1,
+  "watches": {
+    "site": {
+      "/old.png": { "gone_streak": 1, "first_gone": "2026-11-01T10:30:00Z", "last_gone": "2026-11-01T10:30:00Z", "last_status": 410 }
+    }
+  }
+}"#;
+
+    /// The old default state file is imported only into a store that does
+    /// not exist yet, never into one that does.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_legacy_state_is_imported_only_where_no_store_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let legacy = dir.path().join("state.json");
+        std::fs::write(&legacy, V1).unwrap();
+        let dry = SqliteStore::open_with_legacy(&path, Some(&legacy), Access::DryRun).unwrap();
+        let shown = dry.show(None, &[]).await.unwrap();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(shown[0].src, "/old.png");
+        drop(dry);
+        assert!(!path.exists());
+
+        let writer = SqliteStore::open(&path, Access::Write).unwrap();
+        writer.write("w", vec![row(1)], Vec::new()).await.unwrap();
+        drop(writer);
+        for access in [Access::Read, Access::DryRun, Access::Write] {
+            let store = SqliteStore::open_with_legacy(&path, Some(&legacy), access).unwrap();
+            let shown = store.show(None, &[]).await.unwrap();
+            assert_eq!(shown.len(), 1, "{access:?}: {shown:?}");
+            assert_eq!(shown[0].src, *row(1).src, "{access:?}");
+        }
+        assert!(legacy.exists(), "left where it was");
+    }
+
+    /// The writer imports a version 1 file, whether it sits at the store's
+    /// path or at the old default, and moves it aside (`.v1.json`).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_writer_imports_a_version_1_file_and_moves_it_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, V1).unwrap();
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        let shown = store.show(None, &[]).await.unwrap();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(shown[0].src, "/old.png");
+        assert_eq!(
+            std::fs::read_to_string(migrate_v1::aside_path(&path)).unwrap(),
+            V1
+        );
+        drop(store);
+
+        let path = dir.path().join("new.db");
+        let legacy = dir.path().join("old-default.json");
+        std::fs::write(&legacy, V1).unwrap();
+        let store = SqliteStore::open_with_legacy(&path, Some(&legacy), Access::Write).unwrap();
+        assert_eq!(store.show(None, &[]).await.unwrap().len(), 1);
+        assert!(!legacy.exists());
+        assert_eq!(
+            std::fs::read_to_string(migrate_v1::aside_path(&legacy)).unwrap(),
+            V1
+        );
+    }
+
+    /// The background checkpointer does not checkpoint again within
+    /// [`CHECKPOINT_EVERY`] of its last checkpoint, however often the pass
+    /// commits. (A try whose watch ran past the interval, on a stalled
+    /// machine, says nothing, and is made again.)
+    #[tokio::test(flavor = "multi_thread")]
+    async fn background_checkpoints_are_at_least_an_interval_apart() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let mut next = 0;
+        for _ in 0..20 {
+            let before = size();
+            let rows = (next..next + 500).map(row).collect();
+            next += 500;
+            store.write("w", rows, Vec::new()).await.unwrap();
+            // The checkpoint this commit wakes: the file grows, then settles.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while size() == before {
+                assert!(Instant::now() < deadline, "no checkpoint at all");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let checkpointed = Instant::now();
+            let mut settled = size();
+            loop {
+                std::thread::sleep(Duration::from_millis(20));
+                let now = size();
+                if now == settled {
+                    break;
+                }
+                settled = now;
+            }
+            // A second commit right away: its checkpoint must wait.
+            let rows = (next..next + 500).map(row).collect();
+            next += 500;
+            store.write("w", rows, Vec::new()).await.unwrap();
+            let mut grew = false;
+            while checkpointed.elapsed() < CHECKPOINT_EVERY * 4 / 5 {
+                if size() != settled {
+                    grew = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let watched = checkpointed.elapsed();
+            if watched >= CHECKPOINT_EVERY {
+                continue;
+            }
+            assert!(
+                !grew,
+                "a second checkpoint came {watched:?} after the first"
+            );
+            return;
+        }
+        panic!("no try finished its watch within {CHECKPOINT_EVERY:?}");
+    }
+
+    /// Everything a pass writes about a source reads back as it was: the
+    /// record a pass loads, the row `state show` prints, the history.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_row_reads_back_as_it_was_written() {
+        use crate::store::{HistoryRow, Validators, from_millis};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path, Access::Write).unwrap();
+        assert_eq!(store.describe(), path.display().to_string());
+        let stored = Validators {
+            etag: Some("\"e\"".into()),
+            last_modified: Some("Tue, 01 Dec 2026 10:00:00 GMT".into()),
+            length: Some(123),
+        };
+        let candidate = Validators {
+            etag: Some("\"c\"".into()),
+            last_modified: None,
+            length: Some(456),
+        };
+        let mut w = row(1);
+        w.rec.last_verdict = Some(Verdict::Gone);
+        w.rec.last_status = Some(404);
+        w.rec.last_decision = Some(Decision::Purge);
+        w.rec.episode = Some(Box::new(Episode {
+            gone_streak: 3,
+            first_gone: from_millis(1_700_000_100_000),
+            last_gone: from_millis(1_700_000_200_000),
+            last_status: Some(404),
+            purged_at: Some(from_millis(1_700_000_300_000)),
+        }));
+        w.rec.validators_all = stored.all();
+        w.rec.validators_identity = stored.identity();
+        w.rec.candidate = candidate.identity();
+        w.rec.candidate_streak = 1;
+        w.validators = Some(stored.clone());
+        w.candidate = Some(Some(candidate));
+        let history = HistoryRow {
+            at: 1_700_000_300_000,
+            time: rfc3339(1_700_000_300_000),
+            src: w.src.clone(),
+            decision: Decision::Purge,
+            status: Some(404),
+            reason: "gone on 3 passes".into(),
+        };
+        store
+            .write("w", vec![w.clone()], vec![history])
+            .await
+            .unwrap();
+
+        let loaded = store
+            .load("w", Arc::new(vec![w.src.clone()]), 0)
+            .await
+            .unwrap();
+        assert_eq!(loaded.recs[0].as_ref(), Some(&w.rec));
+
+        let shown = store.show(Some("w"), &[]).await.unwrap();
+        assert_eq!(shown.len(), 1);
+        let s = &shown[0];
+        assert_eq!(s.last_verdict, Some(Verdict::Gone));
+        assert_eq!(s.last_decision, Some(Decision::Purge));
+        assert_eq!(s.gone_streak, 3);
+        assert!(s.purged);
+        assert_eq!(s.etag, stored.etag);
+        assert_eq!(s.last_modified, stored.last_modified);
+        assert_eq!(s.content_length, Some(123));
+
+        let h = store.history("w", &w.src).await.unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].decision, Decision::Purge);
+        assert_eq!(h[0].status, Some(404));
+        assert_eq!(h[0].reason, "gone on 3 passes");
+    }
+
+    /// A refused second writer is told who holds the store.
+    #[test]
+    fn a_second_writer_is_told_who_holds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let _first = SqliteStore::open(&path, Access::Write).unwrap();
+        match SqliteStore::open(&path, Access::Write) {
+            Err(StoreError::Locked { holder, .. }) => assert_eq!(
+                holder,
+                format!("held by pid {} on {}", std::process::id(), hostname())
+            ),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a second writer got in"),
+        }
+    }
+
+    /// API calls, their effects, discoveries and passes read back through
+    /// the ledger, `explain`, the fraction guards' window, discovery's
+    /// bookkeeping and `state show`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn calls_discoveries_and_passes_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db"), Access::Write).unwrap();
+        let (one, two) = (row(1).src.to_string(), row(2).src.to_string());
+        store
+            .write("w", vec![row(1), row(2)], Vec::new())
+            .await
+            .unwrap();
+        let call = |at: i64, endpoint: Endpoint, src: &str, status: u16| LedgerEntry {
+            time: rfc3339(at),
+            at,
+            endpoint,
+            project: "shop".into(),
+            team_id: Some("team".into()),
+            slug: None,
+            src_images: vec![src.to_owned()],
+            status: Some(status),
+            vercel_id: Some(format!("id-{at}")),
+            error: None,
+            attempts: 1,
+        };
+        let mut purged = row(1);
+        purged.rec.last_decision = Some(Decision::Purge);
+        store
+            .record_call(
+                call(10, Endpoint::Delete, &one, 200),
+                vec![("w".into(), purged)],
+            )
+            .await
+            .unwrap();
+        store
+            .record_call(call(20, Endpoint::Invalidate, &two, 200), Vec::new())
+            .await
+            .unwrap();
+        store
+            .record_call(call(30, Endpoint::Delete, &two, 500), Vec::new())
+            .await
+            .unwrap();
+
+        let ledger = store.ledger(None).await.unwrap();
+        let seen: Vec<(i64, Endpoint, Vec<String>, Option<u16>)> = ledger
+            .iter()
+            .map(|l| (l.at, l.endpoint, l.src_images.clone(), l.status))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (10, Endpoint::Delete, vec![one.clone()], Some(200)),
+                (20, Endpoint::Invalidate, vec![two.clone()], Some(200)),
+                (30, Endpoint::Delete, vec![two.clone()], Some(500)),
+            ]
+        );
+        assert_eq!(ledger[0].vercel_id.as_deref(), Some("id-10"));
+        assert_eq!(ledger[0].team_id.as_deref(), Some("team"));
+        assert_eq!(store.ledger(Some(20)).await.unwrap().len(), 2);
+        let for_two: Vec<i64> = store
+            .calls_for(&two)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.at)
+            .collect();
+        assert_eq!(for_two, [20, 30]);
+        assert_eq!(
+            store
+                .recently_called("w", Endpoint::Delete, 0)
+                .await
+                .unwrap(),
+            vec![one.clone()]
+        );
+        assert_eq!(
+            store
+                .recently_called("w", Endpoint::Invalidate, 0)
+                .await
+                .unwrap(),
+            vec![two.clone()]
+        );
+        assert!(
+            store
+                .recently_called("w", Endpoint::Delete, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let shown = store
+            .show(Some("w"), std::slice::from_ref(&one))
+            .await
+            .unwrap();
+        assert_eq!(shown.len(), 1, "only the source asked for");
+        assert_eq!(
+            shown[0].last_decision,
+            Some(Decision::Purge),
+            "the call's effect"
+        );
+        assert_eq!(shown[0].last_checked, None);
+
+        store.pass_done("w", 1_700_000_500_000).await.unwrap();
+        let shown = store
+            .show(Some("w"), std::slice::from_ref(&two))
+            .await
+            .unwrap();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].src, two);
+        assert_eq!(
+            shown[0].last_checked.as_deref(),
+            Some(rfc3339(1_700_000_500_000).as_str())
+        );
+
+        assert_eq!(store.discovered_at("w").await.unwrap(), None);
+        let found = |src: &str| {
+            (
+                src.to_owned(),
+                format!("https://origin.example{src}"),
+                "https://site.example/".to_owned(),
+            )
+        };
+        store
+            .discovered("w", vec![found("/d1.png")], 40, true)
+            .await
+            .unwrap();
+        assert_eq!(store.discovered_at("w").await.unwrap(), Some(40));
+        store
+            .discovered("w", vec![found("/d2.png")], 50, false)
+            .await
+            .unwrap();
+        assert_eq!(store.discovered_at("w").await.unwrap(), Some(40));
+        let mut sources = store.discovered_sources("w").await.unwrap();
+        sources.sort();
+        assert_eq!(
+            sources,
+            [
+                ("/d1.png".into(), "https://origin.example/d1.png".into()),
+                ("/d2.png".into(), "https://origin.example/d2.png".into()),
+            ]
+        );
+        let d1 = store.show(Some("w"), &["/d1.png".into()]).await.unwrap();
+        assert_eq!(
+            d1[0].seen_in.as_deref(),
+            Some("discovery: https://site.example/")
+        );
+        assert_eq!(store.show(None, &[]).await.unwrap().len(), 4);
     }
 }

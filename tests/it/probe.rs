@@ -256,3 +256,120 @@ async fn reset_host_limits_lets_a_reload_change_the_per_host_limit() {
     burst(4).await;
     assert_eq!(o.max_in_flight(), 4, "after a reload, the new limit");
 }
+
+/// An origin on loopback that answers every `HEAD` with `head` (a whole
+/// raw HTTP/1.1 answer) and every `GET` with `get`, or hangs up on it
+/// (`None`): for answers the fake origin does not give.
+async fn raw_origin(head: &'static str, get: Option<&'static str>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let request: Vec<u8> = buf.drain(..end + 4).collect();
+                        let answer = if request.starts_with(b"HEAD ") {
+                            head
+                        } else if let Some(get) = get {
+                            get
+                        } else {
+                            return; // hang up
+                        };
+                        if sock.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A gone `HEAD` whose confirming `GET` gets no answer at all is
+/// inconclusive, and the observation says what happened.
+#[tokio::test]
+async fn a_gone_head_whose_confirming_get_fails_is_inconclusive_and_says_so() {
+    let addr = raw_origin("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", None).await;
+    let obs = Prober::new()
+        .unwrap()
+        .probe(&format!("http://{addr}/img.png"), &rules())
+        .await;
+    assert_eq!(obs.verdict, Verdict::Inconclusive, "{obs:?}");
+    assert_eq!(obs.status, None, "{obs:?}");
+    assert!(obs.error.is_some(), "{obs:?}");
+    assert_eq!(
+        obs.note.as_deref(),
+        Some("HEAD answered 404 but the confirming GET failed"),
+        "{obs:?}"
+    );
+}
+
+/// Only a present answer's validators are kept, and only when it has any.
+#[tokio::test]
+async fn only_a_present_answer_with_validators_keeps_them() {
+    let o = origin(&[("/img.png", Behavior::content(b"12345", "v1"))]).await;
+    let prober = Prober::new().unwrap();
+    let present = prober.probe(&o.url("/img.png"), &rules()).await;
+    assert_eq!(present.verdict, Verdict::Present);
+    let v = present.validators.expect("a present answer's validators");
+    assert_eq!(v.etag.as_deref(), Some("\"v1\""));
+    assert_eq!(v.length, Some(5));
+
+    // Gone, though the answers carry an ETag.
+    let gone = raw_origin(
+        "HTTP/1.1 404 Not Found\r\netag: \"gone\"\r\ncontent-length: 0\r\n\r\n",
+        Some("HTTP/1.1 404 Not Found\r\netag: \"gone\"\r\ncontent-length: 0\r\n\r\n"),
+    )
+    .await;
+    let obs = prober
+        .probe(&format!("http://{gone}/img.png"), &rules())
+        .await;
+    assert_eq!(obs.verdict, Verdict::Gone, "{obs:?}");
+    assert_eq!(obs.validators, None, "{obs:?}");
+
+    // Present, with nothing that identifies the bytes.
+    let bare = raw_origin("HTTP/1.1 200 OK\r\n\r\n", None).await;
+    let obs = prober
+        .probe(&format!("http://{bare}/img.png"), &rules())
+        .await;
+    assert_eq!(obs.verdict, Verdict::Present, "{obs:?}");
+    assert_eq!(obs.validators, None, "{obs:?}");
+}
+
+/// A 429 to another request of the host (discovery's page fetches) holds
+/// back the probes too, capped like a probe's own.
+#[tokio::test(start_paused = true)]
+async fn a_host_slots_backoff_holds_back_probes_to_the_host_up_to_the_cap() {
+    let o = origin(&[("/ok.png", Behavior::Present)]).await;
+    let prober = Prober::new()
+        .unwrap()
+        .with_max_host_backoff(Duration::from_secs(3));
+    let url = url::Url::parse(&o.url("/page.html")).unwrap();
+    let slot = prober.host_slot(&url, 4).await;
+    slot.back_off(Duration::from_secs(2));
+    drop(slot);
+    let held = prober.probe(&o.url("/ok.png"), &rules()).await;
+    assert!(
+        held.elapsed >= Duration::from_secs(2) && held.elapsed < Duration::from_millis(2100),
+        "held back 2 s, waited {:?}",
+        held.elapsed
+    );
+    let slot = prober.host_slot(&url, 4).await;
+    slot.back_off(Duration::from_secs(600));
+    drop(slot);
+    let capped = prober.probe(&o.url("/ok.png"), &rules()).await;
+    assert!(
+        capped.elapsed >= Duration::from_secs(3) && capped.elapsed < Duration::from_millis(3100),
+        "600 s capped at 3 s, waited {:?}",
+        capped.elapsed
+    );
+}
