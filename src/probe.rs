@@ -728,4 +728,16 @@ mod tests {
         assert_eq!(window(10_000), 16_384);
         assert_eq!(window(usize::MAX), 16_384);
     }
+
+    /// Discovery in a pass builds its client from the prober's roots
+    /// (`ca_file:`): the prober must keep the ones it was given.
+    #[test]
+    fn a_prober_keeps_the_roots_it_was_given() {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(key.cert.der().to_vec());
+        let trust = crate::tls::Trust::with_certs(vec![cert]);
+        let prober = super::Prober::trusting(&trust).unwrap();
+        assert_eq!(prober.trust().extra_count(), 1);
+        assert_eq!(super::Prober::new().unwrap().trust().extra_count(), 0);
+    }
 }

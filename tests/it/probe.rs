@@ -373,3 +373,44 @@ async fn a_host_slots_backoff_holds_back_probes_to_the_host_up_to_the_cap() {
         capped.elapsed
     );
 }
+
+/// A redirect to another host lets go of the first host's permit and waits
+/// for one of the new host's: four sources on four hosts, all moved to one
+/// slow host, reach it one at a time under a per-host limit of 1.
+#[tokio::test]
+async fn a_redirect_to_another_host_waits_for_that_hosts_permit() {
+    let target = origin(&[]).await;
+    target.set_default(Behavior::Slow(Duration::from_millis(200)));
+    let mut movers = Vec::new();
+    for _ in 0..4 {
+        movers.push(
+            origin(&[(
+                "/img.png",
+                Behavior::Redirect {
+                    status: 301,
+                    to: target.url("/img.png"),
+                },
+            )])
+            .await,
+        );
+    }
+    let prober = Prober::new().unwrap();
+    let rules = ProbeRules {
+        per_host_concurrency: 1,
+        follow_redirects: 2,
+        ..rules()
+    };
+    let probes = movers.iter().map(|o| {
+        let (url, rules, prober) = (o.url("/img.png"), rules.clone(), &prober);
+        async move { prober.probe(&url, &rules).await }
+    });
+    for obs in futures::future::join_all(probes).await {
+        assert_eq!(obs.verdict, Verdict::Present, "{obs:?}");
+    }
+    assert_eq!(target.count("HEAD", "/img.png"), 4);
+    assert_eq!(
+        target.max_in_flight(),
+        1,
+        "a redirected probe holds the new host's permit, not the old one's"
+    );
+}
