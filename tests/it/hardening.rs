@@ -194,6 +194,16 @@ async fn a_redirect_to_another_scheme_is_inconclusive() {
         let src = format!("/img/{i}.png");
         assert_eq!(ran.decision(&src), "skip", "{:?}", ran.record(&src));
         assert_eq!(ran.record(&src)["verdict"], "inconclusive");
+        // Refused as a redirect, not tried and failed as a request (a
+        // `file:` URL with a port is no URL at all: no usable Location).
+        let record = ran.record(&src).to_string();
+        let scheme = ["ftp", "gopher", "ws", "wss", "file"][i];
+        let refused = format!("redirect to a {scheme}: URL not followed");
+        assert!(
+            record.contains(&refused)
+                || (scheme == "file" && record.contains("without a usable Location")),
+            "{record}"
+        );
     }
     assert_eq!(h.origin.count("HEAD", "/gone.png"), 0, "followed as HTTP");
     assert!(h.api.calls().is_empty());
