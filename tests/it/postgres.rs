@@ -23,19 +23,6 @@ async fn harness(routes: &[(&str, Behavior)], default: Behavior) -> Option<Harne
     Harness::on(Backend::Postgres, routes, default).await
 }
 
-/// Writes a config file for the binary into the harness's folder.
-fn config_file(h: &Harness, rest: &str) -> PathBuf {
-    let path = h.dir.path().join("watch.yaml");
-    let yaml = format!(
-        "vercel:\n  token_env: OW_TEST_TOKEN\n  api_base: {}\nstate: '{}'\n{}",
-        h.api.base_url(),
-        h.state,
-        rest.replace("{origin}", &h.origin.base_url())
-    );
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
 fn binary(config: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("--config")
@@ -84,9 +71,7 @@ async fn once_is_refused_while_another_process_owns_the_watch() {
     let Some(h) = harness(&[], Behavior::Status(404)).await else {
         return;
     };
-    let config = config_file(
-        &h,
-        "defaults: { confirmations: 1, max_purge_fraction: 1.0 }\nwatches:\n  - { name: site, project: shop, origin: '{origin}', images: [/gone.png] }\n",
+    let config = h.config_file("defaults: { confirmations: 1, max_purge_fraction: 1.0 }\nwatches:\n  - { name: site, project: shop, origin: '{origin}', images: [/gone.png] }\n",
     );
     // This test process takes the watch, as a running sidecar would.
     let owner = store::open(h.location(), None, Access::Write)
@@ -205,9 +190,7 @@ async fn two_run_processes_one_purges_and_the_other_takes_over_when_it_dies() {
     else {
         return;
     };
-    let config = config_file(
-        &h,
-        "defaults: { schedule: '* * * * * *', confirmations: 1, max_purge_fraction: 1.0, fraction_floor: 10 }\nwatches:\n  - { name: site, project: shop, origin: '{origin}', images: [/a.png, /b.png, /keep.png] }\n",
+    let config = h.config_file("defaults: { schedule: '* * * * * *', confirmations: 1, max_purge_fraction: 1.0, fraction_floor: 10 }\nwatches:\n  - { name: site, project: shop, origin: '{origin}', images: [/a.png, /b.png, /keep.png] }\n",
     );
     let mut first = Some(sidecar(&config));
     let mut second = Some(sidecar(&config));
@@ -314,9 +297,7 @@ async fn shards_of_an_indexed_job_share_one_database() {
     let Some(h) = harness(&[], Behavior::Status(404)).await else {
         return;
     };
-    let config = config_file(
-        &h,
-        &format!(
+    let config = h.config_file(&format!(
             "defaults: {{ confirmations: 1, max_purge_fraction: 1.0 }}\nwatches:\n  - {{ name: site, project: shop, origin: '{{origin}}', images: [{}] }}\n",
             images.join(", ")
         ),

@@ -80,19 +80,6 @@ fn run(h: &Harness, config: &Path, args: &[&str]) -> (Option<i32>, String, Strin
     )
 }
 
-/// Writes the harness's config (as `once` would read it) into its folder.
-fn config_file(h: &Harness, rest: &str) -> std::path::PathBuf {
-    let path = h.dir.path().join("watch.yaml");
-    let yaml = format!(
-        "vercel:\n  token_env: OW_TEST_TOKEN\n  api_base: {}\nstate: '{}'\n{}",
-        h.api.base_url(),
-        h.state,
-        rest.replace("{origin}", &h.origin.base_url())
-    );
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -213,7 +200,7 @@ async fn every_call_is_in_the_ledger_with_its_x_vercel_id(backend: Backend) {
 
 async fn state_commands_and_explain_tell_the_story(backend: Backend) {
     let Some(h) = on(backend).await else { return };
-    let config = config_file(&h, TWO);
+    let config = h.config_file(TWO);
     for _ in 0..3 {
         let (code, _, err) = run(&h, &config, &["once"]);
         assert_eq!(code, Some(0), "{err}");
@@ -430,7 +417,7 @@ async fn the_old_default_state_file_is_imported_into_the_new_default_store() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_that_refuses_writes_still_gets_a_summary_naming_the_cause_and_exit_1() {
     let h = two().await;
-    let config = config_file(&h, TWO);
+    let config = h.config_file(TWO);
     let (code, _, err) = run(&h, &config, &["once"]);
     assert_eq!(code, Some(0), "{err}");
     // The real database now refuses every history row, as a full disk or a
@@ -458,7 +445,7 @@ async fn a_store_that_refuses_writes_still_gets_a_summary_naming_the_cause_and_e
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bare_relative_state_flag_is_a_file_in_the_working_folder() {
     let h = two().await;
-    let config = config_file(&h, TWO);
+    let config = h.config_file(TWO);
     let (code, _, stderr) = run(&h, &config, &["--state", "here.db", "once"]);
     assert_eq!(code, Some(0), "{stderr}");
     let here = h.dir.path().join("here.db");
@@ -482,7 +469,7 @@ async fn a_state_that_cannot_be_read_is_an_error_not_an_empty_store() {
     let h = two().await;
     // Not missing (that is a first run): there, but not a database.
     std::fs::create_dir(h.state_path()).unwrap();
-    let config = config_file(&h, TWO);
+    let config = h.config_file(TWO);
     let (code, stdout, stderr) = run(&h, &config, &["once"]);
     assert_ne!(code, Some(0), "{stdout}{stderr}");
     assert!(

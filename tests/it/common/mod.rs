@@ -132,6 +132,21 @@ impl Ran {
 }
 
 impl Harness {
+    /// Writes a config file for the binary into the harness's folder (as
+    /// `once` would read it): its API, its store, and `rest` with
+    /// `{origin}` replaced.
+    pub fn config_file(&self, rest: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join("watch.yaml");
+        let yaml = format!(
+            "vercel:\n  token_env: OW_TEST_TOKEN\n  api_base: {}\nstate: '{}'\n{}",
+            self.api.base_url(),
+            self.state,
+            rest.replace("{origin}", &self.origin.base_url())
+        );
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
     pub async fn new(routes: &[(&str, Behavior)], default: Behavior) -> Harness {
         Self::on(Backend::Sqlite, routes, default)
             .await
