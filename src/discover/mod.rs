@@ -435,14 +435,7 @@ impl Job {
                     let site = site.clone();
                     let parsed = tokio::spawn(async move {
                         match html::scan(&body, &url, &site, links) {
-                            Ok(mut scan) => {
-                                // A page names most of its sources several
-                                // times (`src` and each `srcset` candidate):
-                                // once each is enough for the caller.
-                                scan.sources.sort_unstable();
-                                scan.sources.dedup();
-                                Done::Page { url, scan }
-                            }
+                            Ok(scan) => Done::Page { url, scan },
                             Err(e) => Done::Failed(e.into()),
                         }
                     });
