@@ -710,7 +710,7 @@ fn discover_child() {
     // On a worker thread, as the binary runs its command (`src/main.rs`).
     let task = runtime.spawn(async move {
         let prober = Arc::new(Prober::new().expect("prober"));
-        let discoverer = origin_watch::discover::Discoverer::new(prober).expect("discoverer");
+        let discoverer = origin_watch::discover::Discoverer::new(prober);
         let cpu_before = cpu_seconds("fake-site");
         let started = Instant::now();
         let found = discoverer

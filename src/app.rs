@@ -73,8 +73,7 @@ pub async fn execute(
 /// no state. Exit 1 when a discovery was partial (its errors are logged).
 async fn discover(config: &Config, cancel: &CancellationToken) -> Result<Exit, AppError> {
     let prober = Arc::new(Prober::trusting(config.trust()).map_err(AppError::client("probe"))?);
-    let discoverer = crate::discover::Discoverer::trusting(prober, config.trust())
-        .map_err(AppError::client("discovery"))?;
+    let discoverer = crate::discover::Discoverer::new(prober);
     let mut exit = Exit::Ok;
     for w in config.watches() {
         let Some(found) = discoverer.discover_watch(w, cancel).await else {

@@ -423,18 +423,13 @@ async fn discover(
     let mut summary = None;
     if due {
         let before = ctx.store.discovered_sources(&watch.name).await?;
-        let trust = ctx.prober.trust().clone();
-        let found = match crate::discover::Discoverer::trusting(ctx.prober.clone(), &trust) {
-            Ok(d) => d.discover_watch(watch, cancel).await,
-            Err(e) => {
-                tracing::error!(watch = %watch.name, error = %e, "discovery could not start");
-                None
-            }
-        };
-        let found = found.unwrap_or_else(|| crate::discover::Discovery {
-            errors: vec!["discovery could not start".to_owned()],
-            ..Default::default()
-        });
+        let found = crate::discover::Discoverer::new(ctx.prober.clone())
+            .discover_watch(watch, cancel)
+            .await
+            .unwrap_or_else(|| crate::discover::Discovery {
+                errors: vec!["discovery could not start".to_owned()],
+                ..Default::default()
+            });
         for e in &found.errors {
             tracing::warn!(watch = %watch.name, error = %e, "discovery incomplete; nothing it did not see is unreferenced");
         }

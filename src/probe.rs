@@ -326,6 +326,11 @@ impl Prober {
         Ok(prober)
     }
 
+    /// The client its probes are sent by (discovery's requests too).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// The roots this prober's client trusts.
     pub fn trust(&self) -> &crate::tls::Trust {
         &self.trust

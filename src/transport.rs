@@ -1,5 +1,6 @@
-//! The HTTP client of the probes: one request, one answer (status and
-//! headers). Redirects, retries and verdicts are the prober's business.
+//! The HTTP client of the probes and of discovery: one request, one answer
+//! (status and headers, and for discovery the body). Redirects, retries and
+//! verdicts are the caller's business.
 //!
 //! It is hyper-util's pooled client over TCP or TLS (hyper-rustls with the
 //! roots of [`crate::tls::Trust`]: Mozilla's, the system's and
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper::header::{HeaderMap, HeaderValue, RANGE, USER_AGENT};
+use hyper::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue, RANGE, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -60,6 +61,29 @@ impl SendError {
 
 /// Status and headers of an answer; a `GET` body has been read and dropped.
 pub type Answered = (StatusCode, HeaderMap);
+
+/// An answer to [`Transport::get`]: its body is read only when the status
+/// is a success (2xx), and is empty otherwise.
+pub struct Document {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Why [`Transport::get`] gave no document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GetError {
+    Send(SendError),
+    /// The body is longer than the limit (by its `Content-Length`, or as
+    /// it came in).
+    TooLarge,
+}
+
+impl From<SendError> for GetError {
+    fn from(e: SendError) -> GetError {
+        GetError::Send(e)
+    }
+}
 
 /// Sends probe requests.
 pub enum Transport {
@@ -118,6 +142,23 @@ impl Transport {
             Transport::Proxied(c) => proxied(c, method, url, timeout, headers).await,
         }
     }
+
+    /// `GET url` with `headers`, its body read whole (up to `limit` bytes)
+    /// when the answer is a success. `timeout` covers the body too.
+    pub async fn get(
+        &self,
+        url: &Url,
+        timeout: Duration,
+        headers: &HeaderMap,
+        limit: u64,
+    ) -> Result<Document, GetError> {
+        match self {
+            Transport::Direct(d) => tokio::time::timeout(timeout, d.get(url, headers, limit))
+                .await
+                .unwrap_or(Err(GetError::Send(SendError::Timeout))),
+            Transport::Proxied(c) => proxied_get(c, url, timeout, headers, limit).await,
+        }
+    }
 }
 
 /// How long an idle connection is kept for reuse. Origins close idle
@@ -171,6 +212,58 @@ impl Direct {
         })
     }
 
+    /// As `send`, the body of a success read whole.
+    async fn get(&self, url: &Url, headers: &HeaderMap, limit: u64) -> Result<Document, GetError> {
+        match self.get_once(url, headers, limit).await {
+            Err(GetError::Send(SendError::Request(_))) => self.get_once(url, headers, limit).await,
+            done => done,
+        }
+    }
+
+    async fn get_once(
+        &self,
+        url: &Url,
+        headers: &HeaderMap,
+        limit: u64,
+    ) -> Result<Document, GetError> {
+        let mut req = request(&Method::GET, url, headers)?;
+        // What reqwest sent when it fetched discovery's documents.
+        req.headers_mut()
+            .entry(ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        let (parts, mut body) = self.client.request(req).await.map_err(failed)?.into_parts();
+        if !parts.status.is_success() {
+            drain(&mut body).await;
+            return Ok(Document {
+                status: parts.status,
+                headers: parts.headers,
+                body: Vec::new(),
+            });
+        }
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(GetError::TooLarge);
+        }
+        let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| SendError::Request(innermost(&e)))?;
+            if let Some(data) = frame.data_ref() {
+                if (out.len() + data.len()) as u64 > limit {
+                    return Err(GetError::TooLarge);
+                }
+                out.extend_from_slice(data);
+            }
+        }
+        Ok(Document {
+            status: parts.status,
+            headers: parts.headers,
+            body: out,
+        })
+    }
+
     async fn send(
         &self,
         method: &Method,
@@ -194,37 +287,56 @@ impl Direct {
         url: &Url,
         headers: &HeaderMap,
     ) -> Result<Answered, SendError> {
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(&url[..Position::AfterQuery])
-            .header(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
-        if method == Method::GET {
-            req = req.header(RANGE, HeaderValue::from_static("bytes=0-0"));
+        let mut req = request(method, url, headers)?;
+        if method == Method::GET && !headers.contains_key(RANGE) {
+            req.headers_mut()
+                .insert(RANGE, HeaderValue::from_static("bytes=0-0"));
         }
-        let mut req = req
-            .body(Empty::new())
-            .map_err(|e| SendError::Request(e.to_string()))?;
-        for (name, value) in headers {
-            req.headers_mut().insert(name, value.clone());
-        }
-        let resp = self.client.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                SendError::Connect(connect_cause(&e))
-            } else {
-                SendError::Request(innermost(&e))
-            }
-        })?;
+        let resp = self.client.request(req).await.map_err(failed)?;
         let (parts, mut body) = resp.into_parts();
-        // Dropping a body before its end closes the connection instead of
-        // pooling it: past MAX_DRAIN, that is cheaper than reading on.
-        let mut read = 0;
-        while let Some(Ok(frame)) = body.frame().await {
-            read += frame.data_ref().map_or(0, Bytes::len);
-            if read > MAX_DRAIN {
-                break;
-            }
-        }
+        drain(&mut body).await;
         Ok((parts.status, parts.headers))
+    }
+}
+
+/// A request for `url` with our User-Agent and `headers` (which replace a
+/// default of the same name).
+fn request(
+    method: &Method,
+    url: &Url,
+    headers: &HeaderMap,
+) -> Result<Request<Empty<Bytes>>, SendError> {
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(&url[..Position::AfterQuery])
+        .header(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT))
+        .body(Empty::new())
+        .map_err(|e| SendError::Request(e.to_string()))?;
+    for (name, value) in headers {
+        req.headers_mut().insert(name, value.clone());
+    }
+    Ok(req)
+}
+
+/// Why hyper-util's client got no answer.
+fn failed(e: hyper_util::client::legacy::Error) -> SendError {
+    if e.is_connect() {
+        SendError::Connect(connect_cause(&e))
+    } else {
+        SendError::Request(innermost(&e))
+    }
+}
+
+/// Reads a body that is not wanted, so that its connection can be reused.
+/// Dropping a body before its end closes the connection instead of pooling
+/// it: past MAX_DRAIN, that is cheaper than reading on.
+async fn drain(body: &mut hyper::body::Incoming) {
+    let mut read = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, Bytes::len);
+        if read > MAX_DRAIN {
+            break;
+        }
     }
 }
 
@@ -287,6 +399,48 @@ async fn proxied(
         }
     }
     Ok((status, headers))
+}
+
+/// [`Transport::get`] through a proxy.
+async fn proxied_get(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+    headers: &HeaderMap,
+    limit: u64,
+) -> Result<Document, GetError> {
+    let classify = |e: reqwest::Error| {
+        GetError::Send(if e.is_timeout() {
+            SendError::Timeout
+        } else if e.is_connect() {
+            SendError::Connect(innermost(&e))
+        } else {
+            SendError::Request(innermost(&e))
+        })
+    };
+    let mut resp = client
+        .get(url.clone())
+        .timeout(timeout)
+        .headers(headers.clone())
+        .send()
+        .await
+        .map_err(classify)?;
+    let status = resp.status();
+    let headers = std::mem::take(resp.headers_mut());
+    let mut body = Vec::new();
+    if status.is_success() {
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(GetError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+    Ok(Document {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The innermost cause of an error: the one that says what happened.
@@ -435,6 +589,131 @@ mod tests {
                     "yes".into()
                 ),
             ]
+        );
+    }
+    /// An origin for `Transport::get`: `/page` (1,000 bytes, with a
+    /// length), `/stream` (2,000 bytes in two chunks, no length), `/gone`
+    /// (404 with a body) and `/slow` (headers, then the body 2 s later).
+    /// It counts connections and keeps each request's Accept and
+    /// User-Agent.
+    async fn document_origin() -> (
+        u16,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<Mutex<Vec<String>>>,
+    ) {
+        use http_body_util::{BodyExt, Full, StreamBody};
+        use hyper::body::Frame;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (count, log) = (Arc::clone(&accepted), Arc::clone(&seen));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let header = |n| {
+                                req.headers()
+                                    .get(n)
+                                    .map_or("-", |v| v.to_str().unwrap())
+                                    .to_owned()
+                            };
+                            log.lock().unwrap().push(format!(
+                                "{} {}",
+                                header(ACCEPT),
+                                header(USER_AGENT)
+                            ));
+                            let chunks = |n: usize, wait: Duration| {
+                                let stream = futures::stream::unfold(0, move |k| async move {
+                                    tokio::time::sleep(wait).await;
+                                    (k < n).then(|| {
+                                        (
+                                            Ok::<_, std::convert::Infallible>(Frame::data(
+                                                Bytes::from(vec![b'x'; 1000]),
+                                            )),
+                                            k + 1,
+                                        )
+                                    })
+                                });
+                                StreamBody::new(stream).boxed()
+                            };
+                            let (status, body) = match req.uri().path() {
+                                "/page" => (200, Full::new(Bytes::from(vec![b'x'; 1000])).boxed()),
+                                "/stream" => (200, chunks(2, Duration::ZERO)),
+                                "/slow" => (200, chunks(1, Duration::from_secs(2))),
+                                _ => (404, Full::new(Bytes::from_static(b"nope")).boxed()),
+                            };
+                            let mut resp = hyper::Response::new(body);
+                            *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                            async { Ok::<_, std::convert::Infallible>(resp) }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        (port, accepted, seen)
+    }
+
+    /// Discovery's `GET`: a success's body whole, up to a limit counted by
+    /// its length or as it comes; another status's body left out; one
+    /// pooled connection for all; the timeout covering the body.
+    #[tokio::test]
+    async fn get_reads_a_success_whole_up_to_its_limit() {
+        let (port, accepted, seen) = document_origin().await;
+        let direct = Transport::Direct(Direct::new(Vec::new()).unwrap());
+        let url = |p: &str| Url::parse(&format!("http://127.0.0.1:{port}{p}")).unwrap();
+        let timeout = Duration::from_secs(5);
+        let none = HeaderMap::new();
+
+        let page = direct
+            .get(&url("/page"), timeout, &none, 1000)
+            .await
+            .unwrap();
+        assert_eq!((page.status, page.body.len()), (StatusCode::OK, 1000));
+        let stream = direct
+            .get(&url("/stream"), timeout, &none, 2000)
+            .await
+            .unwrap();
+        assert_eq!(stream.body, vec![b'x'; 2000]);
+        let gone = direct
+            .get(&url("/gone"), timeout, &none, 1000)
+            .await
+            .unwrap();
+        assert_eq!((gone.status, gone.body.len()), (StatusCode::NOT_FOUND, 0));
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one pooled connection"
+        );
+
+        let over = direct.get(&url("/page"), timeout, &none, 999).await;
+        assert_eq!(over.err(), Some(GetError::TooLarge), "by its length");
+        let over = direct.get(&url("/stream"), timeout, &none, 1999).await;
+        assert_eq!(over.err(), Some(GetError::TooLarge), "as it comes");
+
+        let slow = direct
+            .get(&url("/slow"), Duration::from_millis(300), &none, 1000)
+            .await;
+        assert_eq!(slow.err(), Some(GetError::Send(SendError::Timeout)));
+
+        let mut accept = HeaderMap::new();
+        accept.insert(ACCEPT, HeaderValue::from_static("text/html"));
+        direct
+            .get(&url("/page"), timeout, &accept, 1000)
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let ua = crate::USER_AGENT;
+        assert_eq!(seen[0], format!("*/* {ua}"));
+        assert_eq!(
+            seen.last().unwrap(),
+            &format!("text/html {ua}"),
+            "a watch's header replaces ours"
         );
     }
 }

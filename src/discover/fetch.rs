@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, LOCATION};
-use reqwest::{StatusCode, Url};
+use hyper::StatusCode;
+use hyper::header::{CONTENT_TYPE, LOCATION};
+use url::Url;
 
 use crate::probe::Prober;
+use crate::transport::{Document, GetError, SendError};
 
 /// Why a fetch gave nothing to read. Messages name the URL.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +35,8 @@ pub struct Fetched {
     pub body: Vec<u8>,
 }
 
-/// The settings of one watch's requests.
+/// The settings of one watch's requests, sent by the probes' client.
 pub struct Fetcher<'a> {
-    pub client: &'a reqwest::Client,
     pub limits: &'a Prober,
     pub headers: &'a crate::probe::ProbeHeaders,
     pub timeout: Duration,
@@ -56,21 +57,40 @@ impl Fetcher<'_> {
         let mut hops = 0;
         loop {
             let slot = self.limits.host_slot(&at, self.per_host_concurrency).await;
-            let response = self
-                .client
-                .get(at.clone())
+            let got = self
+                .limits
+                .transport()
                 // Only to the host first asked: a redirect elsewhere gets none.
-                .headers(self.headers.for_hop(url, &at).clone())
-                .timeout(self.timeout)
-                .send()
-                .await
-                .map_err(|e| self.failed(&at, e))?;
-            let status = response.status();
+                .get(&at, self.timeout, self.headers.for_hop(url, &at), limit)
+                .await;
+            let Document {
+                status,
+                headers,
+                body,
+            } = match got {
+                Ok(document) => document,
+                Err(GetError::TooLarge) => return Err(FetchError::TooLarge { url: at, limit }),
+                Err(GetError::Send(SendError::Timeout)) => {
+                    return Err(FetchError::Timeout {
+                        url: at,
+                        timeout: self.timeout,
+                    });
+                }
+                Err(GetError::Send(SendError::Connect(why))) => {
+                    return Err(FetchError::Request {
+                        url: at,
+                        cause: format!("connection failed: {why}"),
+                    });
+                }
+                Err(GetError::Send(SendError::Request(cause))) => {
+                    return Err(FetchError::Request { url: at, cause });
+                }
+            };
             if status == StatusCode::TOO_MANY_REQUESTS {
-                slot.back_off(crate::backoff::after_429(response.headers()));
+                slot.back_off(crate::backoff::after_429(&headers));
             }
             if status.is_redirection()
-                && let Some(to) = response.headers().get(LOCATION)
+                && let Some(to) = headers.get(LOCATION)
             {
                 let to = to.to_str().ok().and_then(|l| at.join(l).ok());
                 match to {
@@ -102,52 +122,16 @@ impl Fetcher<'_> {
                     status: status.as_u16(),
                 });
             }
-            let content_type = response
-                .headers()
+            let content_type = headers
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_ascii_lowercase);
-            let mut response = response;
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| self.failed(&at, e))? {
-                if (body.len() + chunk.len()) as u64 > limit {
-                    return Err(FetchError::TooLarge { url: at, limit });
-                }
-                body.extend_from_slice(&chunk);
-            }
             drop(slot);
             return Ok(Some(Fetched {
                 url: at,
                 content_type,
                 body,
             }));
-        }
-    }
-
-    fn failed(&self, url: &Url, e: reqwest::Error) -> FetchError {
-        if e.is_timeout() {
-            FetchError::Timeout {
-                url: url.clone(),
-                timeout: self.timeout,
-            }
-        } else {
-            // The chain, without the URL reqwest repeats at its top.
-            let mut cause = String::new();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                if !cause.is_empty() {
-                    cause.push_str(": ");
-                }
-                cause.push_str(&s.to_string());
-                source = s.source();
-            }
-            if cause.is_empty() {
-                cause = e.without_url().to_string();
-            }
-            FetchError::Request {
-                url: url.clone(),
-                cause,
-            }
         }
     }
 }

@@ -427,18 +427,17 @@ fn plain_optimizer_query(candidate: &str) -> Option<&str> {
 /// The URLs of a `srcset` (image candidate strings), without their
 /// descriptors, by the HTML standard's parsing rules: a URL runs to the
 /// next whitespace, and may itself hold commas.
-pub fn srcset_urls(srcset: &str) -> Vec<&str> {
+pub fn srcset_urls(srcset: &str) -> impl Iterator<Item = &str> {
     // Every delimiter is ASCII, so byte positions are char boundaries.
     let b = srcset.as_bytes();
     let space = |i: usize| b[i].is_ascii_whitespace();
-    let mut out = Vec::new();
     let mut i = 0;
-    loop {
+    std::iter::from_fn(move || {
         while i < b.len() && (space(i) || b[i] == b',') {
             i += 1;
         }
         if i == b.len() {
-            return out;
+            return None;
         }
         let start = i;
         while i < b.len() && !space(i) {
@@ -447,10 +446,8 @@ pub fn srcset_urls(srcset: &str) -> Vec<&str> {
         let url = &srcset[start..i];
         if url.ends_with(',') {
             // No descriptors: the comma ends the candidate.
-            out.push(url.trim_end_matches(','));
-            continue;
+            return Some(url.trim_end_matches(','));
         }
-        out.push(url);
         // Skip the descriptors up to the next comma outside parentheses.
         let mut depth = 0usize;
         while i < b.len() {
@@ -462,7 +459,8 @@ pub fn srcset_urls(srcset: &str) -> Vec<&str> {
                 _ => {}
             }
         }
-    }
+        Some(url)
+    })
 }
 
 #[cfg(test)]
@@ -542,10 +540,11 @@ mod tests {
     #[test]
     fn srcset_urls_may_hold_commas_and_descriptors_may_be_absent() {
         assert_eq!(
-            srcset_urls(" a.png 1x, b,c.png 2x ,d.png, e.png (x, y) 3w, f,g.png"),
+            srcset_urls(" a.png 1x, b,c.png 2x ,d.png, e.png (x, y) 3w, f,g.png")
+                .collect::<Vec<_>>(),
             ["a.png", "b,c.png", "d.png", "e.png", "f,g.png"]
         );
-        assert!(srcset_urls(" , ").is_empty());
+        assert_eq!(srcset_urls(" , ").next(), None);
     }
 
     #[test]

@@ -28,7 +28,6 @@ use url::{Position, Url};
 use crate::config::{Discover, Watch};
 use crate::probe::Prober;
 use crate::sources::{is_http_with_host, within_limit};
-use crate::tls::ClientError;
 use fetch::{FetchError, Fetched, Fetcher};
 
 /// Sitemap indexes are followed this deep (an index of indexes of sitemaps).
@@ -153,29 +152,15 @@ impl Settings {
 /// Runs discoveries. One per process, beside the [`Prober`] whose per-host
 /// limits it shares.
 pub struct Discoverer {
-    client: reqwest::Client,
     limits: Arc<Prober>,
 }
 
 impl Discoverer {
-    /// A client that follows no redirect itself (discovery decides which
-    /// to follow) and honours the proxy environment variables.
-    pub fn new(limits: Arc<Prober>) -> Result<Discoverer, ClientError> {
-        Self::trusting(limits, &crate::tls::Trust::system())
-    }
-
-    /// As [`Discoverer::new`], trusting `trust`'s roots (`ca_file:`).
-    pub fn trusting(
-        limits: Arc<Prober>,
-        trust: &crate::tls::Trust,
-    ) -> Result<Discoverer, ClientError> {
-        let client = trust
-            .reqwest_builder()?
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(crate::USER_AGENT)
-            .pool_max_idle_per_host(64)
-            .build()?;
-        Ok(Discoverer { client, limits })
+    /// Requests go by the prober's client (its connections, its trusted
+    /// roots, its proxy when the environment names one); discovery decides
+    /// which redirects to follow.
+    pub fn new(limits: Arc<Prober>) -> Discoverer {
+        Discoverer { limits }
     }
 
     /// Discovers a watch's sources; `None` when it has no `discover:` block.
@@ -196,7 +181,6 @@ impl Discoverer {
         let d = &*s.discover;
         let site = Site::new(&d.site, s.origin.as_deref());
         let fetcher = Fetcher {
-            client: &self.client,
             limits: &self.limits,
             headers: &s.headers,
             timeout: s.timeout,

@@ -57,7 +57,6 @@ async fn discover(site: &FakeSite, block: &str, extra: &str) -> Discovery {
     let config = Config::from_yaml(&yaml).unwrap();
     let prober = Arc::new(Prober::new().unwrap());
     Discoverer::new(prober)
-        .unwrap()
         .discover_watch(&config.watches()[0], &CancellationToken::new())
         .await
         .expect("the watch has a discover: block")
