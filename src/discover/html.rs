@@ -52,7 +52,9 @@ pub struct ScanError {
     pub cause: String,
 }
 
-/// The selectors, parsed once per process rather than once per page.
+/// The selectors, parsed once per process rather than once per page. By
+/// tag name only (`a`, not `a[href]`): the handlers look for `href`
+/// themselves, and a selector on an attribute costs the tokenizer more.
 struct Selectors {
     images: Selector,
     links: Selector,
@@ -64,8 +66,8 @@ static SELECTORS: LazyLock<Selectors> = LazyLock::new(|| {
     let parse = |s: &str| s.parse::<Selector>().expect("a valid selector");
     Selectors {
         images: parse("img, source, link"),
-        links: parse("a[href]"),
-        base: parse("base[href]"),
+        links: parse("a"),
+        base: parse("base"),
         noscript: parse("noscript"),
     }
 });
@@ -74,7 +76,7 @@ static SELECTORS: LazyLock<Selectors> = LazyLock::new(|| {
 /// collected at all. Bytes that are not UTF-8 read as U+FFFD.
 pub fn scan(html: &[u8], page: &Url, site: &Site, links: bool) -> Result<PageScan, ScanError> {
     let state = RefCell::new(State {
-        seen: HashSet::new(),
+        seen: HashSet::with_capacity(32),
         base: page.clone(),
         base_is_ours: site.is_ours(page),
         site,
