@@ -50,13 +50,17 @@ fn urlset(base: &str, pages: &[&str], images: &[&str]) -> String {
 /// Discovers with a watch whose `discover:` block is `block` (YAML flow
 /// style) and whose origin is `site`.
 async fn discover(site: &FakeSite, block: &str, extra: &str) -> Discovery {
+    discover_by(Prober::new().unwrap(), site, block, extra).await
+}
+
+/// As [`discover`], by `prober`'s client.
+async fn discover_by(prober: Prober, site: &FakeSite, block: &str, extra: &str) -> Discovery {
     let yaml = format!(
         "watches:\n  - name: site\n    project: p\n    origin: '{}'\n{extra}    discover: {block}\n",
         site.base_url()
     );
     let config = Config::from_yaml(&yaml).unwrap();
-    let prober = Arc::new(Prober::new().unwrap());
-    Discoverer::new(prober)
+    Discoverer::new(Arc::new(prober))
         .discover_watch(&config.watches()[0], &CancellationToken::new())
         .await
         .expect("the watch has a discover: block")
@@ -224,6 +228,39 @@ async fn a_failing_or_broken_sitemap_makes_a_partial_discovery_that_keeps_the_re
         d.errors
             .iter()
             .any(|e| e.contains(&format!("{base}/broken.xml"))),
+        "{:?}",
+        d.errors
+    );
+}
+
+/// Behind a proxy, discovery's requests go by the prober's reqwest client
+/// (what `Transport::from_env` builds when a proxy variable is set; here
+/// without the proxy itself): the same pages, redirects and sources.
+#[tokio::test]
+async fn the_proxy_path_discovers_the_same() {
+    use origin_watch::transport::Transport;
+    let site = FakeSite::start([]).await.unwrap();
+    site.set(
+        "/",
+        page(&format!(
+            "{}<a href=\"/old\">o</a><a href=\"/missing\">m</a><a href=\"/failing\">f</a>",
+            img("/home.png")
+        )),
+    );
+    site.set("/old", Reply::Redirect("/new".into()));
+    site.set("/new", page(&img("/new.png")));
+    site.set("/failing", Reply::Status(500));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let prober = Prober::with_transport(Transport::Proxied(client));
+    let d = discover_by(prober, &site, "{}", "").await;
+    assert_eq!(srcs(&d), set(&["/home.png", "/new.png"]));
+    assert_eq!(d.pages_read, 2, "the missing page says nothing");
+    assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
+    assert!(
+        d.errors[0].contains("/failing") && d.errors[0].contains("500"),
         "{:?}",
         d.errors
     );
