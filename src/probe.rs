@@ -308,9 +308,6 @@ pub struct Prober {
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     retry_base: Duration,
     max_host_backoff: Duration,
-    /// The roots its client trusts, for other clients that share its
-    /// limits (discovery) to trust the same.
-    trust: crate::tls::Trust,
 }
 
 impl Prober {
@@ -321,19 +318,12 @@ impl Prober {
 
     /// As [`Prober::new`], trusting `trust`'s roots (`ca_file:`).
     pub fn trusting(trust: &crate::tls::Trust) -> Result<Prober, crate::tls::ClientError> {
-        let mut prober = Self::with_transport(Transport::from_env_trusting(trust)?);
-        prober.trust = trust.clone();
-        Ok(prober)
+        Ok(Self::with_transport(Transport::from_env_trusting(trust)?))
     }
 
     /// The client its probes are sent by (discovery's requests too).
     pub fn transport(&self) -> &Transport {
         &self.transport
-    }
-
-    /// The roots this prober's client trusts.
-    pub fn trust(&self) -> &crate::tls::Trust {
-        &self.trust
     }
 
     pub fn with_transport(transport: Transport) -> Prober {
@@ -342,7 +332,6 @@ impl Prober {
             hosts: Mutex::new(HashMap::new()),
             retry_base: Duration::from_millis(200),
             max_host_backoff: MAX_HOST_BACKOFF,
-            trust: crate::tls::Trust::default(),
         }
     }
 
@@ -732,17 +721,5 @@ mod tests {
         assert_eq!(window(1000), 4000);
         assert_eq!(window(10_000), 16_384);
         assert_eq!(window(usize::MAX), 16_384);
-    }
-
-    /// Discovery in a pass builds its client from the prober's roots
-    /// (`ca_file:`): the prober must keep the ones it was given.
-    #[test]
-    fn a_prober_keeps_the_roots_it_was_given() {
-        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = rustls::pki_types::CertificateDer::from(key.cert.der().to_vec());
-        let trust = crate::tls::Trust::with_certs(vec![cert]);
-        let prober = super::Prober::trusting(&trust).unwrap();
-        assert_eq!(prober.trust().extra_count(), 1);
-        assert_eq!(super::Prober::new().unwrap().trust().extra_count(), 0);
     }
 }

@@ -107,11 +107,6 @@ impl Trust {
         }
     }
 
-    /// How many certificates `ca_file:` added.
-    pub fn extra_count(&self) -> usize {
-        self.extra.len()
-    }
-
     /// Every root trusted: Mozilla's, the system's and the extra ones.
     pub fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
