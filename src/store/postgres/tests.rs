@@ -116,7 +116,10 @@ impl Schema {
     /// The writer (migrated), as `open` makes it.
     async fn writer(&self, loc: &PgLocation) -> PostgresStore {
         let store = PostgresStore::connect(loc, Access::Write).await.unwrap();
-        store.migrate().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), store.migrate())
+            .await
+            .expect("migrating waited 20 s for a lock")
+            .unwrap();
         store
     }
 
