@@ -17,6 +17,8 @@ use serde::Serialize;
 use crate::policy::{Decision, Episode};
 use crate::probe::Verdict;
 
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod location;
 pub mod migrate_v1;
 pub mod postgres;
