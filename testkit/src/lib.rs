@@ -9,6 +9,7 @@ pub mod fake_origin;
 pub mod fake_site;
 pub mod fake_vercel;
 pub mod image_cache;
+pub mod tls;
 
 pub use fake_origin::{Behavior, FakeOrigin};
 pub use fake_site::{FakeSite, Reply};

@@ -12,7 +12,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::Value;
 use testkit::{FakeProject, FakeVercel, FakeVercelConfig};
 
@@ -327,36 +326,10 @@ async fn an_unset_header_variable_is_a_config_error_naming_it() {
 // ---------------------------------------------------------------------------
 // 2. The system CA store and ca_file
 
-/// A CA, and a server certificate for `localhost` it signed.
-fn ca_and_server() -> (String, rustls::ServerConfig) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "origin-watch test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![CertificateDer::from(leaf.der().to_vec())], private)
-    .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (ca_cert.pem(), config)
-}
-
 async fn https_world(ca_file_key: bool) -> (tempfile::TempDir, Server, PathBuf) {
-    let (ca_pem, server_config) = ca_and_server();
+    let (ca_pem, mut server_config) =
+        testkit::tls::ca_and_server("origin-watch test CA", "localhost");
+    server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let origin = serve(
         Arc::new(|path| {
             if path == "/gone.png" {

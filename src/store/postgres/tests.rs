@@ -1207,34 +1207,6 @@ async fn pipe(
     Ok(())
 }
 
-/// A CA (as PEM) and a server certificate for 127.0.0.1 it signed.
-fn ca_and_server() -> (String, rustls::ServerConfig) {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "origin-watch test database CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![CertificateDer::from(leaf.der().to_vec())], private)
-    .unwrap();
-    (ca_cert.pem(), config)
-}
-
 /// `verify-ca` and `verify-full` reach the database over TLS, trusting the
 /// bundle `sslrootcert` names; `disable` stays plain; a certificate that
 /// nothing vouches for is refused.
@@ -1242,7 +1214,8 @@ fn ca_and_server() -> (String, rustls::ServerConfig) {
 async fn tls_to_the_database_trusts_the_urls_sslrootcert() {
     let Some(s) = schema().await else { return };
     let Some(server) = server_url() else { return };
-    let (ca_pem, server_config) = ca_and_server();
+    let (ca_pem, server_config) =
+        testkit::tls::ca_and_server("origin-watch test database CA", "127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("db-ca.pem");
     std::fs::File::create(&ca)
