@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::policy::Decision;
+use crate::probe::Verdict;
 
 /// A source row: `/images/00000i.png`, present, from `images.txt`.
 pub(crate) fn row(i: usize) -> RowWrite {
@@ -208,4 +209,117 @@ pub(crate) async fn forgetting_counts_the_sources_that_were_there(store: &dyn St
         .map(|r| r.src)
         .collect();
     assert_eq!(left, [row(2).src.to_string()]);
+}
+
+pub(crate) fn history(src: &str, at: Millis, decision: Decision, reason: &str) -> HistoryRow {
+    HistoryRow {
+        at,
+        time: rfc3339(at),
+        src: Arc::from(src),
+        decision,
+        status: Some(404),
+        reason: reason.into(),
+    }
+}
+
+/// A row as the pass keeps it: every field and each kind of value.
+pub(crate) fn full_row() -> RowWrite {
+    let stored = Validators {
+        etag: Some("\"e\"".into()),
+        last_modified: Some("Tue, 01 Dec 2026 10:00:00 GMT".into()),
+        length: Some(123),
+    };
+    let candidate = Validators {
+        etag: Some("\"c\"".into()),
+        last_modified: None,
+        length: Some(456),
+    };
+    let mut w = row(1);
+    w.rec.last_verdict = Some(Verdict::Gone);
+    w.rec.last_status = Some(404);
+    w.rec.last_decision = Some(Decision::Purge);
+    w.rec.episode = Some(Box::new(Episode {
+        gone_streak: 3,
+        first_gone: from_millis(1_700_000_100_000),
+        last_gone: from_millis(1_700_000_200_000),
+        last_status: Some(410),
+        purged_at: Some(from_millis(1_700_000_300_000)),
+    }));
+    w.rec.validators_all = stored.all();
+    w.rec.validators_identity = stored.identity();
+    w.rec.candidate = candidate.identity();
+    w.rec.candidate_streak = 2;
+    w.validators = Some(stored);
+    w.candidate = Some(Some(candidate));
+    w
+}
+
+/// What a pass writes reads back the same: the record a pass loads, the
+/// row `state show` prints, the history; history alone and rows alone are
+/// written too.
+pub(crate) async fn a_row_reads_back_as_it_was_written(store: &dyn Store) {
+    let w = full_row();
+    let h = history(
+        &w.src,
+        1_700_000_300_000,
+        Decision::Purge,
+        "gone on 3 passes",
+    );
+    store
+        .write("w", vec![w.clone()], vec![h.clone()])
+        .await
+        .unwrap();
+    let loaded = store
+        .load("w", Arc::new(vec![w.src.clone()]), 0)
+        .await
+        .unwrap();
+    assert_eq!(loaded.recs[0].as_ref(), Some(&w.rec));
+
+    let shown = store.show(Some("w"), &[]).await.unwrap();
+    assert_eq!(shown.len(), 1);
+    let r = &shown[0];
+    assert_eq!((r.watch.as_str(), r.src.as_str()), ("w", &*w.src));
+    assert_eq!(r.probe, w.probe);
+    assert!(r.referenced);
+    assert_eq!(r.unreferenced_since, None);
+    assert_eq!(r.first_seen, rfc3339(1_700_000_000_000));
+    assert_eq!(r.seen_in.as_deref(), Some("images.txt"));
+    assert_eq!(r.last_verdict, Some(Verdict::Gone));
+    assert_eq!(r.last_status, Some(404));
+    assert_eq!(r.last_decision, Some(Decision::Purge));
+    assert_eq!(r.gone_streak, 3);
+    assert_eq!(
+        r.gone_since.as_deref(),
+        Some(rfc3339(1_700_000_100_000).as_str())
+    );
+    assert!(r.purged);
+    assert_eq!(
+        r.purged_at.as_deref(),
+        Some(rfc3339(1_700_000_300_000).as_str())
+    );
+    assert_eq!(r.etag.as_deref(), Some("\"e\""));
+    assert_eq!(
+        r.last_modified.as_deref(),
+        Some("Tue, 01 Dec 2026 10:00:00 GMT")
+    );
+    assert_eq!(r.content_length, Some(123));
+
+    let hs = store.history("w", &w.src).await.unwrap();
+    assert_eq!(hs.len(), 1);
+    assert_eq!(
+        (
+            hs[0].at,
+            hs[0].decision,
+            hs[0].status,
+            hs[0].reason.as_str()
+        ),
+        (h.at, Decision::Purge, Some(404), "gone on 3 passes")
+    );
+
+    // History alone, and rows alone, are written too.
+    let later = history(&w.src, 1_700_000_400_000, Decision::AlreadyPurged, "again");
+    store.write("w", Vec::new(), vec![later]).await.unwrap();
+    assert_eq!(store.history("w", &w.src).await.unwrap().len(), 2);
+    store.write("w", vec![row(2)], Vec::new()).await.unwrap();
+    assert_eq!(store.show(None, &[]).await.unwrap().len(), 2);
 }

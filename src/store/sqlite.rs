@@ -1385,73 +1385,11 @@ mod tests {
     /// record a pass loads, the row `state show` prints, the history.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_row_reads_back_as_it_was_written() {
-        use crate::store::{HistoryRow, Validators, from_millis};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = SqliteStore::open(&path, Access::Write).unwrap();
         assert_eq!(store.describe(), path.display().to_string());
-        let stored = Validators {
-            etag: Some("\"e\"".into()),
-            last_modified: Some("Tue, 01 Dec 2026 10:00:00 GMT".into()),
-            length: Some(123),
-        };
-        let candidate = Validators {
-            etag: Some("\"c\"".into()),
-            last_modified: None,
-            length: Some(456),
-        };
-        let mut w = row(1);
-        w.rec.last_verdict = Some(Verdict::Gone);
-        w.rec.last_status = Some(404);
-        w.rec.last_decision = Some(Decision::Purge);
-        w.rec.episode = Some(Box::new(Episode {
-            gone_streak: 3,
-            first_gone: from_millis(1_700_000_100_000),
-            last_gone: from_millis(1_700_000_200_000),
-            last_status: Some(404),
-            purged_at: Some(from_millis(1_700_000_300_000)),
-        }));
-        w.rec.validators_all = stored.all();
-        w.rec.validators_identity = stored.identity();
-        w.rec.candidate = candidate.identity();
-        w.rec.candidate_streak = 1;
-        w.validators = Some(stored.clone());
-        w.candidate = Some(Some(candidate));
-        let history = HistoryRow {
-            at: 1_700_000_300_000,
-            time: rfc3339(1_700_000_300_000),
-            src: w.src.clone(),
-            decision: Decision::Purge,
-            status: Some(404),
-            reason: "gone on 3 passes".into(),
-        };
-        store
-            .write("w", vec![w.clone()], vec![history])
-            .await
-            .unwrap();
-
-        let loaded = store
-            .load("w", Arc::new(vec![w.src.clone()]), 0)
-            .await
-            .unwrap();
-        assert_eq!(loaded.recs[0].as_ref(), Some(&w.rec));
-
-        let shown = store.show(Some("w"), &[]).await.unwrap();
-        assert_eq!(shown.len(), 1);
-        let s = &shown[0];
-        assert_eq!(s.last_verdict, Some(Verdict::Gone));
-        assert_eq!(s.last_decision, Some(Decision::Purge));
-        assert_eq!(s.gone_streak, 3);
-        assert!(s.purged);
-        assert_eq!(s.etag, stored.etag);
-        assert_eq!(s.last_modified, stored.last_modified);
-        assert_eq!(s.content_length, Some(123));
-
-        let h = store.history("w", &w.src).await.unwrap();
-        assert_eq!(h.len(), 1);
-        assert_eq!(h[0].decision, Decision::Purge);
-        assert_eq!(h[0].status, Some(404));
-        assert_eq!(h[0].reason, "gone on 3 passes");
+        crate::store::contract::a_row_reads_back_as_it_was_written(&store).await;
     }
 
     /// A refused second writer is told who holds the store.
