@@ -323,3 +323,32 @@ pub(crate) async fn a_row_reads_back_as_it_was_written(store: &dyn Store) {
     store.write("w", vec![row(2)], Vec::new()).await.unwrap();
     assert_eq!(store.show(None, &[]).await.unwrap().len(), 2);
 }
+
+/// A source unreferenced since before `forget_before` with nothing
+/// pending is forgotten by the writer's load; a reader's load counts it
+/// but leaves the store alone. `reader` reads what `writer` writes.
+pub(crate) async fn only_the_writer_deletes_what_a_load_forgets(
+    writer: &dyn Store,
+    reader: &dyn Store,
+) {
+    let mut old = row(1);
+    old.rec = Rec::new(1_000, false);
+    old.rec.last_verdict = Some(Verdict::Present);
+    writer
+        .write("w", vec![old, row(2)], Vec::new())
+        .await
+        .unwrap();
+    let listed = Arc::new(vec![row(2).src]);
+    let loaded = reader.load("w", listed.clone(), 2_000).await.unwrap();
+    assert_eq!(loaded.forgotten, 1);
+    assert!(loaded.recs[0].is_some());
+    assert_eq!(reader.show(None, &[]).await.unwrap().len(), 2);
+
+    let loaded = writer.load("w", listed.clone(), 2_000).await.unwrap();
+    assert_eq!(loaded.forgotten, 1);
+    let left = writer.show(None, &[]).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].src, *row(2).src);
+    let loaded = writer.load("w", listed, 2_000).await.unwrap();
+    assert_eq!(loaded.forgotten, 0);
+}

@@ -1132,31 +1132,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let writer = SqliteStore::open(&path, Access::Write).unwrap();
-        let mut old = row(1);
-        old.rec = Rec::new(1_000, false);
-        old.rec.last_verdict = Some(Verdict::Present);
-        writer
-            .write("w", vec![old, row(2)], Vec::new())
-            .await
-            .unwrap();
-        drop(writer);
-        let listed = Arc::new(vec![row(2).src]);
-
         let reader = SqliteStore::open(&path, Access::Read).unwrap();
-        let loaded = reader.load("w", listed.clone(), 2_000).await.unwrap();
-        assert_eq!(loaded.forgotten, 1);
-        assert!(loaded.recs[0].is_some());
-        assert_eq!(reader.show(None, &[]).await.unwrap().len(), 2);
-        drop(reader);
-
-        let writer = SqliteStore::open(&path, Access::Write).unwrap();
-        let loaded = writer.load("w", listed.clone(), 2_000).await.unwrap();
-        assert_eq!(loaded.forgotten, 1);
-        let left = writer.show(None, &[]).await.unwrap();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].src, *row(2).src);
-        let loaded = writer.load("w", listed, 2_000).await.unwrap();
-        assert_eq!(loaded.forgotten, 0);
+        crate::store::contract::only_the_writer_deletes_what_a_load_forgets(&writer, &reader).await;
     }
 
     /// Closing the writer stops the checkpointer and closes its connection:

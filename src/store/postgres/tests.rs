@@ -15,7 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::probe::Verdict;
 use crate::store::contract::{self, call, full_row, history, row};
 use crate::store::location::StateLocation;
 
@@ -883,27 +882,8 @@ async fn only_the_writer_deletes_what_a_load_forgets() {
     let Some(s) = schema().await else { return };
     let loc = s.plain();
     let writer = s.writer(&loc).await;
-    let mut old = row(1);
-    old.rec = Rec::new(1_000, false);
-    old.rec.last_verdict = Some(Verdict::Present);
-    writer
-        .write("w", vec![old, row(2)], Vec::new())
-        .await
-        .unwrap();
-    let listed = Arc::new(vec![row(2).src]);
     let reader = open(&loc, Access::Read).await.unwrap();
-    let loaded = reader.load("w", listed.clone(), 2_000).await.unwrap();
-    assert_eq!(loaded.forgotten, 1);
-    assert!(loaded.recs[0].is_some());
-    assert_eq!(reader.show(None, &[]).await.unwrap().len(), 2);
-
-    let loaded = writer.load("w", listed.clone(), 2_000).await.unwrap();
-    assert_eq!(loaded.forgotten, 1);
-    let left = writer.show(None, &[]).await.unwrap();
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].src, *row(2).src);
-    let loaded = writer.load("w", listed, 2_000).await.unwrap();
-    assert_eq!(loaded.forgotten, 0);
+    contract::only_the_writer_deletes_what_a_load_forgets(&writer, &*reader).await;
 }
 
 /// A dry run copies what a pass reads (its shard's sources only) and
