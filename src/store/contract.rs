@@ -352,3 +352,11 @@ pub(crate) async fn only_the_writer_deletes_what_a_load_forgets(
     let loaded = writer.load("w", listed, 2_000).await.unwrap();
     assert_eq!(loaded.forgotten, 0);
 }
+
+/// Asserts that a store refused a write as read-only; `what` names the write.
+pub(crate) fn read_only<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
+    match r {
+        Err(StoreError::ReadOnly { .. }) => {}
+        other => panic!("{what}: {other:?}"),
+    }
+}

@@ -983,6 +983,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::contract::read_only;
     use crate::store::{Rec, RowWrite, Store};
 
     fn row(i: usize) -> RowWrite {
@@ -1058,13 +1059,6 @@ mod tests {
                 Err(e) => panic!("{access:?}: unexpected error {e}"),
                 Ok(_) => panic!("{access:?}: a newer schema was opened"),
             }
-        }
-    }
-
-    fn read_only<T: std::fmt::Debug>(r: Result<T>, what: &str) {
-        match r {
-            Err(StoreError::ReadOnly { .. }) => {}
-            other => panic!("{what}: {other:?}"),
         }
     }
 

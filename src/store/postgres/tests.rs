@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::store::contract::{self, call, full_row, history, row};
+use crate::store::contract::{self, call, full_row, history, read_only, row};
 use crate::store::location::StateLocation;
 
 const PG_ENV: &str = "ORIGIN_WATCH_TEST_PG";
@@ -637,13 +637,6 @@ async fn a_newer_schema_is_refused_and_left_alone() {
         .unwrap();
     open(&loc, Access::Write).await.unwrap();
     open(&loc, Access::Write).await.unwrap();
-}
-
-fn read_only<T: std::fmt::Debug>(r: Result<T>, what: &str) {
-    match r {
-        Err(StoreError::ReadOnly { .. }) => {}
-        other => panic!("{what}: {other:?}"),
-    }
 }
 
 /// A reader writes nothing; it reads what the writer wrote, even what the
