@@ -377,16 +377,7 @@ async fn proxied(
     if method == Method::GET {
         req = req.header(RANGE, "bytes=0-0");
     }
-    let classify = |e: reqwest::Error| {
-        if e.is_timeout() {
-            SendError::Timeout
-        } else if e.is_connect() {
-            SendError::Connect(innermost(&e))
-        } else {
-            SendError::Request(innermost(&e))
-        }
-    };
-    let mut resp = req.send().await.map_err(classify)?;
+    let mut resp = req.send().await.map_err(proxied_failed)?;
     let status = resp.status();
     let headers = std::mem::take(resp.headers_mut());
     if method == Method::GET {
@@ -401,6 +392,17 @@ async fn proxied(
     Ok((status, headers))
 }
 
+/// Why reqwest got no answer.
+fn proxied_failed(e: reqwest::Error) -> SendError {
+    if e.is_timeout() {
+        SendError::Timeout
+    } else if e.is_connect() {
+        SendError::Connect(innermost(&e))
+    } else {
+        SendError::Request(innermost(&e))
+    }
+}
+
 /// [`Transport::get`] through a proxy.
 async fn proxied_get(
     client: &reqwest::Client,
@@ -409,15 +411,7 @@ async fn proxied_get(
     headers: &HeaderMap,
     limit: u64,
 ) -> Result<Document, GetError> {
-    let classify = |e: reqwest::Error| {
-        GetError::Send(if e.is_timeout() {
-            SendError::Timeout
-        } else if e.is_connect() {
-            SendError::Connect(innermost(&e))
-        } else {
-            SendError::Request(innermost(&e))
-        })
-    };
+    let classify = |e| GetError::Send(proxied_failed(e));
     let mut resp = client
         .get(url.clone())
         .timeout(timeout)
